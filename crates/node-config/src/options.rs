@@ -1,0 +1,210 @@
+//! The local configuration of one node, in the shape of its TOML file. Keys are kebab-case;
+//! every section rejects keys it does not know, so a misspelt key is an error rather than a
+//! silently ignored setting. Defaults make a complete single-node deployment.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::roles::RoleSet;
+use crate::units::{ByteCount, FriendlyDuration, socket_addr, text};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Configuration {
+    /// The node's name: its identity in the cluster and the name of its data directory.
+    #[serde(deserialize_with = "text::deserialize")]
+    pub node_name: String,
+    /// A node refuses to join, or to open data of, a cluster with another name.
+    #[serde(deserialize_with = "text::deserialize")]
+    pub cluster_name: String,
+    /// The node keeps its data in `<base-dir>/<node-name>/`.
+    #[serde(deserialize_with = "text::deserialize_path")]
+    pub base_dir: PathBuf,
+    pub roles: RoleSet,
+    /// Node-to-node port (gRPC) and the node's `/health`.
+    #[serde(with = "socket_addr")]
+    pub bind_address: SocketAddr,
+    /// The address other nodes use to reach this one; derived from `bind-address` when unset.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text::deserialize_option"
+    )]
+    pub advertised_address: Option<String>,
+    /// Provision a new cluster when none exists. Exactly one node of a cluster may do this.
+    pub auto_provision: bool,
+    /// Number of partitions created when the cluster is provisioned.
+    pub default_num_partitions: u32,
+    /// How long an orderly shutdown may take before the process exits anyway.
+    pub shutdown_timeout: FriendlyDuration,
+    /// A tracing filter directive such as `info` or `info,reprise_node=debug`.
+    #[serde(deserialize_with = "text::deserialize")]
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub ingress: IngressOptions,
+    pub admin: AdminOptions,
+    pub worker: WorkerOptions,
+}
+
+impl Default for Configuration {
+    fn default() -> Self {
+        Self {
+            node_name: default_node_name(),
+            cluster_name: "localcluster".to_owned(),
+            base_dir: PathBuf::from("./reprise-data"),
+            roles: RoleSet::all(),
+            bind_address: any_v4(5122),
+            advertised_address: None,
+            auto_provision: true,
+            default_num_partitions: 24,
+            shutdown_timeout: FriendlyDuration::from_secs(60),
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Pretty,
+            ingress: IngressOptions::default(),
+            admin: AdminOptions::default(),
+            worker: WorkerOptions::default(),
+        }
+    }
+}
+
+impl Configuration {
+    /// Where this node keeps its data: `<base-dir>/<node-name>/`.
+    pub fn node_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.node_name)
+    }
+
+    /// The address other nodes reach this one at: `advertised-address` when set, otherwise
+    /// `http://<bind ip>:<bind port>` with an unspecified ip replaced by loopback.
+    pub fn advertised_address(&self) -> String {
+        if let Some(address) = &self.advertised_address {
+            return address.clone();
+        }
+        let ip = if self.bind_address.ip().is_unspecified() {
+            std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            self.bind_address.ip()
+        };
+        format!("http://{}", SocketAddr::new(ip, self.bind_address.port()))
+    }
+
+    /// The effective configuration as TOML, which loads back to the same configuration.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+/// The machine's hostname, when it makes a usable node name; `reprise` otherwise.
+fn default_node_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| crate::validate::node_name_problem(name).is_none())
+        .unwrap_or_else(|| "reprise".to_owned())
+}
+
+fn any_v4(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable, coloured when writing to a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct IngressOptions {
+    /// The public HTTP API.
+    #[serde(with = "socket_addr")]
+    pub bind_address: SocketAddr,
+    /// Largest accepted request body.
+    pub request_size_limit: ByteCount,
+}
+
+impl Default for IngressOptions {
+    fn default() -> Self {
+        Self {
+            bind_address: any_v4(8080),
+            request_size_limit: ByteCount::mib(32),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AdminOptions {
+    /// The admin HTTP API.
+    #[serde(with = "socket_addr")]
+    pub bind_address: SocketAddr,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        Self {
+            bind_address: any_v4(9070),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WorkerOptions {
+    pub invoker: InvokerOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct InvokerOptions {
+    /// Invocation attempts that may run at once on this node.
+    pub concurrent_invocations_limit: u32,
+    /// An attempt whose stream has been idle this long is asked to suspend; `0s` makes every
+    /// attempt suspend as soon as it waits on anything.
+    pub inactivity_timeout: FriendlyDuration,
+    /// After asking an attempt to suspend, how long it may stay silent before it is aborted.
+    pub abort_timeout: FriendlyDuration,
+    /// Largest protocol message accepted from a deployment.
+    pub message_size_limit: ByteCount,
+    /// How failed attempts are retried.
+    pub retry_policy: RetryPolicy,
+}
+
+impl Default for InvokerOptions {
+    fn default() -> Self {
+        Self {
+            concurrent_invocations_limit: 1000,
+            inactivity_timeout: FriendlyDuration::from_secs(60),
+            abort_timeout: FriendlyDuration::from_secs(600),
+            message_size_limit: ByteCount::mib(32),
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Exponential backoff between attempts: `initial-interval`, multiplied by `factor` after each
+/// failure, never more than `max-interval`. Without `max-attempts` an invocation is retried
+/// until it succeeds or fails terminally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub initial_interval: FriendlyDuration,
+    pub factor: f64,
+    pub max_interval: FriendlyDuration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_interval: FriendlyDuration::from_millis(500),
+            factor: 2.0,
+            max_interval: FriendlyDuration::from_secs(60),
+            max_attempts: None,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Ids and small domain newtypes that every Reprise crate shares: node ids (plain and
+//! generational), partition ids and keys, and wall-clock time as milliseconds since the epoch.
+//! This crate holds identifiers only; behaviour belongs in the crate that owns the concept.
+
+mod node_id;
+mod partition;
+mod time;
+
+pub use node_id::{GenerationalNodeId, NodeIdParseError, PlainNodeId};
+pub use partition::{PartitionId, PartitionKey};
+pub use time::MillisSinceEpoch;
