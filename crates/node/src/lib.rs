@@ -1,1 +1,275 @@
-//! placeholder
+//! A Reprise node: it owns the node directory (`<base-dir>/<node-name>/`) and its exclusive
+//! lock, the node's local RocksDB store and its identity, the node's listeners (node, ingress,
+//! admin ports) and its readiness. It composes the roles the configuration asks for and runs
+//! them through an orderly lifecycle: [`Node::build`] claims the directory and binds every port
+//! before any data is opened; [`Node::run`] opens storage, reports ready, and on shutdown stops
+//! accepting, drains in-flight work within `shutdown-timeout`, and closes storage.
+//!
+//! It does not parse arguments, handle signals or set up logging: that is the server binary's.
+
+mod data_dir;
+mod health;
+mod identity;
+mod listeners;
+mod local_store;
+
+use std::time::Duration;
+
+use axum::Router;
+use reprise_node_config::{Configuration, FriendlyDuration};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use data_dir::{DataDir, DataDirError};
+pub use health::{Health, NodeStatus};
+pub use identity::{IdentityError, NodeIdentity};
+pub use listeners::{BindError, BoundAddresses, ListenerKind};
+pub use local_store::{LocalStore, StoreError};
+
+use listeners::BoundListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the {listener} listener stopped unexpectedly: {reason}")]
+    ListenerFailed {
+        listener: &'static str,
+        reason: String,
+    },
+    #[error("a storage task of the node failed: {0}")]
+    StorageTask(String),
+    #[error(
+        "orderly shutdown did not finish within `shutdown-timeout` ({0}); unfinished requests \
+         were abandoned"
+    )]
+    ShutdownTimedOut(FriendlyDuration),
+}
+
+/// A node that has claimed its directory and bound its ports, ready to [`run`](Node::run).
+pub struct Node {
+    config: Configuration,
+    data_dir: DataDir,
+    listeners: Vec<BoundListener>,
+    addresses: BoundAddresses,
+    health: Health,
+}
+
+impl Node {
+    /// Locks the node directory and binds every listener. Touches no data besides the lock
+    /// file, so a node that fails here leaves its directory as it was.
+    pub fn build(config: Configuration) -> Result<Node, NodeError> {
+        let data_dir = DataDir::lock(&config.node_dir())?;
+        let listeners = listeners::bind_all(&config)?;
+        let addresses =
+            listeners::bound_addresses(&listeners).map_err(|source| NodeError::WriteFile {
+                path: data_dir.path().display().to_string(),
+                source,
+            })?;
+        Ok(Node {
+            config,
+            data_dir,
+            listeners,
+            addresses,
+            health: Health::default(),
+        })
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// The addresses actually bound (port 0 replaced by the port the OS chose).
+    pub fn addresses(&self) -> &BoundAddresses {
+        &self.addresses
+    }
+
+    /// Runs the node until `shutdown` is cancelled, then stops it in order. Returns once
+    /// storage is closed; the directory lock is released when this returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), NodeError> {
+        let Node {
+            config,
+            data_dir,
+            listeners,
+            addresses,
+            health,
+        } = self;
+
+        // Ingress stops first so no new work arrives while the rest winds down; the admin and
+        // node ports keep answering (503) until storage is closed.
+        let stop_ingress = CancellationToken::new();
+        let stop_control = CancellationToken::new();
+        let mut ingress_tasks = JoinSet::new();
+        let mut control_tasks = JoinSet::new();
+        for BoundListener { kind, listener } in listeners {
+            let (router, stop, tasks) = match kind {
+                ListenerKind::Node | ListenerKind::Admin => {
+                    (health.router("/health"), &stop_control, &mut control_tasks)
+                }
+                ListenerKind::Ingress => (
+                    health.router("/restate/health"),
+                    &stop_ingress,
+                    &mut ingress_tasks,
+                ),
+            };
+            let stop = stop.clone();
+            tasks.spawn(async move { (kind, serve(listener, router, stop).await) });
+        }
+        addresses
+            .write(data_dir.path())
+            .map_err(|source| NodeError::WriteFile {
+                path: data_dir
+                    .path()
+                    .join(BoundAddresses::FILE)
+                    .display()
+                    .to_string(),
+                source,
+            })?;
+        info!(
+            node = %addresses.node,
+            ingress = ?addresses.ingress,
+            admin = ?addresses.admin,
+            "listening"
+        );
+
+        let startup = open_storage(config.clone()).await;
+        let store = match startup {
+            Ok((store, identity)) => {
+                info!(
+                    node_id = %identity.node_id,
+                    node_name = %identity.node_name,
+                    cluster = %identity.cluster_name,
+                    data_dir = %data_dir.path().display(),
+                    "node ready"
+                );
+                health.set_identity(identity);
+                health.set(NodeStatus::Ready);
+                store
+            }
+            Err(err) => {
+                stop_ingress.cancel();
+                stop_control.cancel();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                drain(&mut ingress_tasks, deadline).await;
+                drain(&mut control_tasks, deadline).await;
+                BoundAddresses::remove(data_dir.path());
+                return Err(err);
+            }
+        };
+
+        let listener_failure = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            Some(ended) = ingress_tasks.join_next() => Some(ended),
+            Some(ended) = control_tasks.join_next() => Some(ended),
+        };
+
+        info!("stopping");
+        health.set(NodeStatus::Stopping);
+        let deadline = Instant::now() + config.shutdown_timeout.as_duration();
+        stop_ingress.cancel();
+        let mut in_time = drain(&mut ingress_tasks, deadline).await;
+
+        let closed = tokio::task::spawn_blocking(move || store.close()).await;
+        stop_control.cancel();
+        in_time &= drain(&mut control_tasks, deadline).await;
+        BoundAddresses::remove(data_dir.path());
+        drop(data_dir);
+
+        closed
+            .map_err(|err| NodeError::StorageTask(err.to_string()))?
+            .map_err(NodeError::from)?;
+        if let Some(ended) = listener_failure {
+            return Err(listener_failed(ended));
+        }
+        if !in_time {
+            return Err(NodeError::ShutdownTimedOut(config.shutdown_timeout));
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the local store and establishes this node's identity. Blocking IO, so it runs off the
+/// async workers; a failure closes whatever was opened.
+async fn open_storage(config: Configuration) -> Result<(LocalStore, NodeIdentity), NodeError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let store = LocalStore::open(&config.node_dir())?;
+        let established = identity::establish(&store, &config).and_then(|(me, mut nodes)| {
+            identity::activate_worker(&store, &me, &mut nodes).map(|()| me)
+        });
+        match established {
+            Ok(me) => Ok((store, me)),
+            Err(err) => {
+                if let Err(close_err) = store.close() {
+                    warn!(%close_err, "closing the local store after a failed start");
+                }
+                Err(NodeError::from(err))
+            }
+        }
+    });
+    task.await
+        .map_err(|err| NodeError::StorageTask(err.to_string()))?
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+type ListenerEnded = Result<(ListenerKind, std::io::Result<()>), tokio::task::JoinError>;
+
+fn listener_failed(ended: ListenerEnded) -> NodeError {
+    match ended {
+        Ok((kind, result)) => NodeError::ListenerFailed {
+            listener: kind.name(),
+            reason: match result {
+                Ok(()) => "it closed".to_owned(),
+                Err(err) => err.to_string(),
+            },
+        },
+        Err(err) => NodeError::ListenerFailed {
+            listener: "unknown",
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// Waits for every task of `tasks` until `deadline`; aborts the rest after it. Returns whether
+/// they all finished in time.
+async fn drain(tasks: &mut JoinSet<(ListenerKind, std::io::Result<()>)>, deadline: Instant) -> bool {
+    let all_done = async {
+        while let Some(ended) = tasks.join_next().await {
+            match ended {
+                Ok((_, Ok(()))) => {}
+                Ok((kind, Err(err))) => error!(listener = kind.name(), %err, "listener failed"),
+                Err(err) => error!(%err, "listener task failed"),
+            }
+        }
+    };
+    if tokio::time::timeout_at(deadline, all_done).await.is_ok() {
+        true
+    } else {
+        warn!("shutdown-timeout reached: abandoning in-flight requests");
+        tasks.abort_all();
+        false
+    }
+}

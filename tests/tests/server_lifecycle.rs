@@ -1,0 +1,171 @@
+//! The daemon as an operator sees it: start → ready → SIGTERM → exit 0; a restart keeps the
+//! node's identity; a second process on the same directory is refused; bad configuration and
+//! busy ports are refused with the key to change, before any data is touched.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use reprise_e2e::{NodeSpec, run_to_exit};
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn starts_ready_and_exits_zero_on_sigterm_and_sigint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut node = NodeSpec::new(tmp.path(), "n1").spawn()?;
+        node.wait_ready().await?;
+        let (status, body) = node.node_health().await?;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ready");
+
+        node.signal(signal)?;
+        let exit = node.wait_exit(STOP_TIMEOUT).await?;
+        assert_eq!(exit.code(), Some(0), "{signal}: log:\n{}", node.logs());
+        assert!(node.logs().contains("shutdown complete"), "{}", node.logs());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_directory_keeps_the_identity() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let spec = NodeSpec::new(tmp.path(), "keeper").env("REPRISE_CLUSTER_NAME", "kept-cluster");
+    let mut seen = Vec::new();
+    for stop in [Signal::SIGTERM, Signal::SIGKILL, Signal::SIGTERM] {
+        let mut node = spec.spawn()?;
+        node.wait_ready().await?;
+        let (_, body) = node.node_health().await?;
+        assert_eq!(body["node_name"], "keeper");
+        assert_eq!(body["cluster_name"], "kept-cluster");
+        seen.push(body["node_id"].as_str().unwrap_or_default().to_owned());
+        node.signal(stop)?;
+        node.wait_exit(STOP_TIMEOUT).await?;
+    }
+    // Same plain id every time; a new generation on every start, crash or not.
+    assert_eq!(seen, ["N1:1", "N1:2", "N1:3"]);
+
+    // The data now belongs to `kept-cluster`: starting it under another name is refused.
+    let mut wrong = spec.clone().env("REPRISE_CLUSTER_NAME", "other").spawn()?;
+    let exit = wrong.wait_exit(STOP_TIMEOUT).await?;
+    assert_eq!(exit.code(), Some(1));
+    assert!(wrong.logs().contains("`kept-cluster`"), "{}", wrong.logs());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let spec = NodeSpec::new(tmp.path(), "n1");
+    let mut first = spec.spawn()?;
+    first.wait_ready().await?;
+    let first_pid = first.pid().unwrap_or_default();
+
+    let mut second = spec.spawn()?;
+    let exit = second.wait_exit(STOP_TIMEOUT).await?;
+    assert_ne!(exit.code(), Some(0));
+    let logs = second.logs();
+    assert!(logs.contains("in use"), "{logs}");
+    assert!(logs.contains(&format!("pid {first_pid}")), "{logs}");
+
+    // The first one is unaffected.
+    let (status, _) = first.node_health().await?;
+    assert_eq!(status, 200);
+    first.signal(Signal::SIGTERM)?;
+    assert_eq!(first.wait_exit(STOP_TIMEOUT).await?.code(), Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_misspelt_key_is_refused_before_any_data_is_touched() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("reprise.toml");
+    std::fs::write(&config, "[admin]\nbind-adress = \"127.0.0.1:0\"\n")?;
+    let base = tmp.path().join("data");
+    let base_text = base.to_string_lossy().into_owned();
+    let config_text = config.to_string_lossy().into_owned();
+
+    let (exit, _, stderr) = run_to_exit(
+        &["--config-file", &config_text, "--base-dir", &base_text],
+        &[],
+        tmp.path(),
+    )
+    .await?;
+    assert_eq!(exit.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin.bind-adress"), "{stderr}");
+    assert!(stderr.contains(&config_text), "names the file: {stderr}");
+    assert!(!base.exists(), "no data directory was created");
+
+    // The same through the environment names the variable.
+    let (exit, _, stderr) = run_to_exit(
+        &["--base-dir", &base_text],
+        &[("REPRISE_SHUTDOWN_TIMEOUT", "soon")],
+        tmp.path(),
+    )
+    .await?;
+    assert_eq!(exit.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`shutdown-timeout`"), "{stderr}");
+    assert!(stderr.contains("REPRISE_SHUTDOWN_TIMEOUT"), "{stderr}");
+    assert!(stderr.contains("a duration"), "says what is accepted: {stderr}");
+
+    // Two listeners on one port.
+    let (exit, _, stderr) = run_to_exit(
+        &["--base-dir", &base_text, "--bind-address", "127.0.0.1:7001"],
+        &[("REPRISE_ADMIN__BIND_ADDRESS", "127.0.0.1:7001")],
+        tmp.path(),
+    )
+    .await?;
+    assert_eq!(exit.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin.bind-address"), "{stderr}");
+    assert!(!base.exists(), "no data directory was created");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dump_config_prints_the_effective_configuration() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (exit, stdout, stderr) = run_to_exit(
+        &["--dump-config", "--cluster-name", "from-flag"],
+        &[("REPRISE_ADMIN__BIND_ADDRESS", "127.0.0.1:19070")],
+        tmp.path(),
+    )
+    .await?;
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    let dumped: toml::Table = toml::from_str(&stdout)?;
+    assert_eq!(dumped["admin"]["bind-address"].as_str(), Some("127.0.0.1:19070"));
+    assert_eq!(dumped["cluster-name"].as_str(), Some("from-flag"));
+    assert_eq!(dumped["ingress"]["bind-address"].as_str(), Some("0.0.0.0:8080"));
+    assert!(!tmp.path().join("reprise-data").exists(), "dumping touches no data");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_port_in_use_exits_naming_the_address_and_the_key() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = taken.local_addr()?.to_string();
+    let mut node = NodeSpec::new(tmp.path(), "n1")
+        .env("REPRISE_INGRESS__BIND_ADDRESS", &address)
+        .spawn()?;
+    let exit = node.wait_exit(STOP_TIMEOUT).await?;
+    assert_eq!(exit.code(), Some(1));
+    let logs = node.logs();
+    assert!(logs.contains(&address), "{logs}");
+    assert!(logs.contains("`ingress.bind-address`"), "{logs}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn roles_decide_which_ports_are_served() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut node = NodeSpec::new(tmp.path(), "n1")
+        .arg("--roles")
+        .arg("worker,admin")
+        .spawn()?;
+    let addresses = node.wait_ready().await?.clone();
+    assert!(addresses.admin.is_some());
+    assert!(addresses.ingress.is_none(), "no ingress role, no ingress port");
+    node.signal(Signal::SIGTERM)?;
+    assert_eq!(node.wait_exit(STOP_TIMEOUT).await?.code(), Some(0));
+    Ok(())
+}
