@@ -7,12 +7,10 @@
 
 mod telemetry;
 
-use std::process::ExitCode;
-use std::time::Duration;
-
 use clap::Parser;
 use reprise_node::Node;
 use reprise_node_config::{CliOverrides, Configuration};
+use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -35,8 +33,6 @@ struct Cli {
 
 /// Exit code for an invalid command line or configuration (clap uses it for usage errors too).
 const EXIT_CONFIG: u8 = 2;
-/// How long the process waits beyond `shutdown-timeout` for the node to finish stopping.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,8 +72,8 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(run(config));
-    // Nothing may still be running that matters: storage is closed when `run` returns.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Storage is closed and every listener stopped when `run` returns: nothing left to wait for.
+    runtime.shutdown_background();
     code
 }
 
@@ -119,7 +115,8 @@ async fn run(config: Configuration) -> ExitCode {
     );
     shutdown.cancel();
 
-    let hard_deadline = config.shutdown_timeout.as_duration() + SHUTDOWN_GRACE;
+    // The node plans its shutdown to end within the timeout; this is the backstop.
+    let hard_deadline = config.shutdown_timeout.as_duration();
     tokio::select! {
         ended = &mut node_task => exit_code(ended),
         _ = sigterm.recv() => exit_now("second signal: exiting at once"),
@@ -128,7 +125,9 @@ async fn run(config: Configuration) -> ExitCode {
     }
 }
 
-fn exit_code(ended: Result<Result<(), reprise_node::NodeError>, tokio::task::JoinError>) -> ExitCode {
+fn exit_code(
+    ended: Result<Result<(), reprise_node::NodeError>, tokio::task::JoinError>,
+) -> ExitCode {
     match ended {
         Ok(Ok(())) => {
             info!("shutdown complete");

@@ -93,8 +93,7 @@ impl NodeSpec {
     }
 
     fn log_path(&self, run: u32) -> PathBuf {
-        self.base_dir
-            .join(format!("{}.{run}.log", self.node_name))
+        self.base_dir.join(format!("{}.{run}.log", self.node_name))
     }
 
     /// Starts the process. Logs (stdout and stderr) go to `<base-dir>/<name>.<n>.log`.
@@ -209,6 +208,18 @@ impl ServerProcess {
                 self.logs()
             ),
         }
+    }
+
+    /// Waits until the node's log contains `needle`.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.logs().contains(needle) {
+            if Instant::now() > deadline {
+                bail!("log never contained {needle:?}; log:\n{}", self.logs());
+            }
+            sleep(POLL).await;
+        }
+        Ok(())
     }
 
     fn fail_if_exited(&mut self) -> anyhow::Result<()> {

@@ -106,7 +106,10 @@ async fn a_misspelt_key_is_refused_before_any_data_is_touched() -> anyhow::Resul
     assert_eq!(exit.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`shutdown-timeout`"), "{stderr}");
     assert!(stderr.contains("REPRISE_SHUTDOWN_TIMEOUT"), "{stderr}");
-    assert!(stderr.contains("a duration"), "says what is accepted: {stderr}");
+    assert!(
+        stderr.contains("a duration"),
+        "says what is accepted: {stderr}"
+    );
 
     // Two listeners on one port.
     let (exit, _, stderr) = run_to_exit(
@@ -132,10 +135,19 @@ async fn dump_config_prints_the_effective_configuration() -> anyhow::Result<()> 
     .await?;
     assert_eq!(exit.code(), Some(0), "{stderr}");
     let dumped: toml::Table = toml::from_str(&stdout)?;
-    assert_eq!(dumped["admin"]["bind-address"].as_str(), Some("127.0.0.1:19070"));
+    assert_eq!(
+        dumped["admin"]["bind-address"].as_str(),
+        Some("127.0.0.1:19070")
+    );
     assert_eq!(dumped["cluster-name"].as_str(), Some("from-flag"));
-    assert_eq!(dumped["ingress"]["bind-address"].as_str(), Some("0.0.0.0:8080"));
-    assert!(!tmp.path().join("reprise-data").exists(), "dumping touches no data");
+    assert_eq!(
+        dumped["ingress"]["bind-address"].as_str(),
+        Some("0.0.0.0:8080")
+    );
+    assert!(
+        !tmp.path().join("reprise-data").exists(),
+        "dumping touches no data"
+    );
     Ok(())
 }
 
@@ -164,8 +176,82 @@ async fn roles_decide_which_ports_are_served() -> anyhow::Result<()> {
         .spawn()?;
     let addresses = node.wait_ready().await?.clone();
     assert!(addresses.admin.is_some());
-    assert!(addresses.ingress.is_none(), "no ingress role, no ingress port");
+    assert!(
+        addresses.ingress.is_none(),
+        "no ingress role, no ingress port"
+    );
     node.signal(Signal::SIGTERM)?;
     assert_eq!(node.wait_exit(STOP_TIMEOUT).await?.code(), Some(0));
+    Ok(())
+}
+
+/// Opens a connection to `address` and sends half a request, which keeps it in flight.
+async fn half_sent_request(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(b"POST /restate/health HTTP/1.1\r\nHost: test\r\n")
+        .await?;
+    Ok(stream)
+}
+
+#[tokio::test]
+async fn stopping_refuses_new_work_and_abandons_in_flight_requests_in_time() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut node = NodeSpec::new(tmp.path(), "n1")
+        .env("REPRISE_SHUTDOWN_TIMEOUT", "4s")
+        .spawn()?;
+    let addresses = node.wait_ready().await?.clone();
+    let ingress = addresses.ingress.expect("ingress runs");
+    let admin = addresses.admin.expect("admin runs");
+    let _in_flight = half_sent_request(ingress).await?;
+
+    node.signal(Signal::SIGTERM)?;
+    node.wait_for_log("stopping", STOP_TIMEOUT).await?;
+    // While the in-flight request holds the shutdown: no new ingress connections, and health
+    // says the node is stopping.
+    let refused = tokio::net::TcpStream::connect(ingress).await;
+    assert!(refused.is_err(), "ingress must stop accepting");
+    let response = reqwest::get(format!("http://{admin}/health")).await?;
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["status"],
+        "stopping"
+    );
+
+    // The in-flight request is abandoned within the timeout and the exit is still orderly. If
+    // the node waited for it, this would time out: the test never finishes the request.
+    let exit = node.wait_exit(Duration::from_secs(20)).await?;
+    assert_eq!(exit.code(), Some(0), "{}", node.logs());
+    assert!(
+        node.logs().contains("abandoning in-flight requests"),
+        "{}",
+        node.logs()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut node = NodeSpec::new(tmp.path(), "n1")
+        .env("REPRISE_SHUTDOWN_TIMEOUT", "10m")
+        .spawn()?;
+    let ingress = node.wait_ready().await?.ingress.expect("ingress runs");
+    let _in_flight = half_sent_request(ingress).await?;
+
+    node.signal(Signal::SIGTERM)?;
+    node.wait_for_log("stopping", STOP_TIMEOUT).await?;
+    node.signal(Signal::SIGINT)?;
+    // Far less than the 10 minutes the orderly shutdown would be allowed.
+    let exit = node.wait_exit(Duration::from_secs(20)).await?;
+    assert_eq!(exit.code(), Some(1), "{}", node.logs());
+    assert!(node.logs().contains("second signal"), "{}", node.logs());
+
+    // Exiting at once loses nothing: the node starts again on the same directory.
+    let mut again = NodeSpec::new(tmp.path(), "n1").spawn()?;
+    again.wait_ready().await?;
+    let (_, body) = again.node_health().await?;
+    assert_eq!(body["node_id"], "N1:2");
     Ok(())
 }

@@ -23,7 +23,7 @@ pub use cli::CliOverrides;
 pub use error::{ConfigError, Origin};
 pub use loader::{load, load_from};
 pub use nodes::{
-    MetadataServerState, NodeConfig, NodeEntry, NodesConfiguration, NodesConfigError, WorkerState,
+    MetadataServerState, NodeConfig, NodeEntry, NodesConfigError, NodesConfiguration, WorkerState,
 };
 pub use options::{
     AdminOptions, Configuration, IngressOptions, InvokerOptions, LogFormat, RetryPolicy,

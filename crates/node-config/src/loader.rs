@@ -39,7 +39,10 @@ pub fn load_from(
 ) -> Result<Configuration, ConfigError> {
     let env = utf8_env(env)?;
     let mut layers = Layers::default();
-    layers.push(Origin::Default, Serialized::defaults(Configuration::default()));
+    layers.push(
+        Origin::Default,
+        Serialized::defaults(Configuration::default()),
+    );
 
     let config_file = cli.config_file.clone().or_else(|| {
         env.iter()

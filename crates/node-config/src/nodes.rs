@@ -128,7 +128,9 @@ pub enum NodeEntry {
 pub enum NodesConfigError {
     #[error("node {0} is not in the cluster")]
     UnknownNode(PlainNodeId),
-    #[error("node {0} was removed from the cluster and cannot come back; start it under a new name")]
+    #[error(
+        "node {0} was removed from the cluster and cannot come back; start it under a new name"
+    )]
     Removed(PlainNodeId),
     #[error("no node named `{0}` is in the cluster")]
     UnknownName(String),
@@ -366,7 +368,9 @@ mod tests {
         let mut table = table_with(&["a", "b"]);
         assert_eq!(table.find_by_name("a").map(NodeConfig::id), Some(id(1)));
         assert_eq!(table.find_by_name("b").map(NodeConfig::id), Some(id(2)));
-        table.remove_node(id(2)).expect("b never started its worker");
+        table
+            .remove_node(id(2))
+            .expect("b never started its worker");
         let c = table
             .add_node("c", "http://c:5122".into(), RoleSet::all())
             .expect("fresh name");
@@ -483,7 +487,10 @@ mod tests {
             table.remove_node(id(1)),
             Err(NodesConfigError::StillInUse { .. })
         ));
-        assert!(!Standby.can_become(Member), "must join through provisioning");
+        assert!(
+            !Standby.can_become(Member),
+            "must join through provisioning"
+        );
         table
             .set_metadata_server_state(id(1), Standby)
             .expect("member leaves");

@@ -22,7 +22,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::MetadataServer, Role::Worker, Role::Ingress, Role::Admin];
+    pub const ALL: [Role; 4] = [
+        Role::MetadataServer,
+        Role::Worker,
+        Role::Ingress,
+        Role::Admin,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -155,7 +160,9 @@ mod tests {
         let from_json: RoleSet =
             serde_json::from_str(r#"["ingress","metadata-server"]"#).expect("valid roles");
         assert_eq!(from_json.to_string(), "metadata-server,ingress");
-        let err = "worker,cook".parse::<RoleSet>().expect_err("cook is no role");
+        let err = "worker,cook"
+            .parse::<RoleSet>()
+            .expect_err("cook is no role");
         assert!(err.contains("`cook`"), "{err}");
     }
 }

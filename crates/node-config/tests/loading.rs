@@ -42,7 +42,10 @@ fn defaults_alone_make_a_complete_single_node() {
     assert_eq!(config.bind_address.port(), 5122);
     assert_eq!(config.ingress.bind_address.port(), 8080);
     assert_eq!(config.admin.bind_address.port(), 9070);
-    assert_eq!(config.shutdown_timeout.as_duration(), Duration::from_secs(60));
+    assert_eq!(
+        config.shutdown_timeout.as_duration(),
+        Duration::from_secs(60)
+    );
     assert_eq!(config.log_filter, "info");
     assert!(config.auto_provision);
     assert!(!config.node_name.is_empty());
@@ -66,7 +69,10 @@ fn each_layer_overrides_the_one_before() {
     let config = load_from(&with_file(&file), env(&[])).expect("valid");
     assert_eq!(config.cluster_name, "from-file");
     assert_eq!(config.admin.bind_address.to_string(), "127.0.0.1:1111");
-    assert_eq!(config.shutdown_timeout.as_duration(), Duration::from_secs(30));
+    assert_eq!(
+        config.shutdown_timeout.as_duration(),
+        Duration::from_secs(30)
+    );
 
     // Environment over file; REPRISE_LOG_FILTER over RUST_LOG.
     let vars = [
@@ -108,8 +114,8 @@ fn rust_log_sets_the_log_filter() {
 fn reprise_config_names_the_file() {
     let file = config_file("cluster-name = \"via-env\"\n");
     let path = file.path().to_string_lossy().into_owned();
-    let config = load_from(&CliOverrides::default(), env(&[("REPRISE_CONFIG", &path)]))
-        .expect("valid");
+    let config =
+        load_from(&CliOverrides::default(), env(&[("REPRISE_CONFIG", &path)])).expect("valid");
     assert_eq!(config.cluster_name, "via-env");
 }
 
@@ -178,7 +184,10 @@ fn an_unknown_top_level_key_in_a_file_is_refused() {
 
 #[test]
 fn an_unknown_env_key_names_the_variable() {
-    let err = load_err(&CliOverrides::default(), &[("REPRISE_ADMIN__BIND_ADRESS", "x")]);
+    let err = load_err(
+        &CliOverrides::default(),
+        &[("REPRISE_ADMIN__BIND_ADRESS", "x")],
+    );
     let problem = &err.problems()[0];
     assert_eq!(problem.key.as_deref(), Some("admin.bind-adress"), "{err}");
     assert_eq!(
@@ -196,20 +205,54 @@ fn a_malformed_env_name_is_refused() {
 #[test]
 fn wrong_types_name_key_origin_and_what_is_accepted() {
     let cases: &[(&str, &str, &str, &str)] = &[
-        ("REPRISE_SHUTDOWN_TIMEOUT", "soon", "shutdown-timeout", "a duration"),
-        ("REPRISE_ADMIN__BIND_ADDRESS", "0.0.0.0:70000", "admin.bind-address", "port 0 to 65535"),
-        ("REPRISE_INGRESS__BIND_ADDRESS", "localhost", "ingress.bind-address", "ip:port"),
-        ("REPRISE_AUTO_PROVISION", "maybe", "auto-provision", "`true` or `false`"),
-        ("REPRISE_DEFAULT_NUM_PARTITIONS", "many", "default-num-partitions", "whole number"),
+        (
+            "REPRISE_SHUTDOWN_TIMEOUT",
+            "soon",
+            "shutdown-timeout",
+            "a duration",
+        ),
+        (
+            "REPRISE_ADMIN__BIND_ADDRESS",
+            "0.0.0.0:70000",
+            "admin.bind-address",
+            "port 0 to 65535",
+        ),
+        (
+            "REPRISE_INGRESS__BIND_ADDRESS",
+            "localhost",
+            "ingress.bind-address",
+            "ip:port",
+        ),
+        (
+            "REPRISE_AUTO_PROVISION",
+            "maybe",
+            "auto-provision",
+            "`true` or `false`",
+        ),
+        (
+            "REPRISE_DEFAULT_NUM_PARTITIONS",
+            "many",
+            "default-num-partitions",
+            "whole number",
+        ),
         ("REPRISE_LOG_FORMAT", "xml", "log-format", "pretty, json"),
         ("REPRISE_ROLES", "worker,cook", "roles", "`cook`"),
-        ("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "huge", "ingress.request-size-limit", "a size"),
+        (
+            "REPRISE_INGRESS__REQUEST_SIZE_LIMIT",
+            "huge",
+            "ingress.request-size-limit",
+            "a size",
+        ),
     ];
     for (var, value, key, accepted) in cases {
         let err = load_err(&CliOverrides::default(), &[(var, value)]);
         let problem = &err.problems()[0];
         assert_eq!(problem.key.as_deref(), Some(*key), "{var}: {err}");
-        assert_eq!(problem.origin, Some(Origin::Env((*var).into())), "{var}: {err}");
+        assert_eq!(
+            problem.origin,
+            Some(Origin::Env((*var).into())),
+            "{var}: {err}"
+        );
         assert!(err.to_string().contains(accepted), "{var}: {err}");
     }
 }
@@ -250,27 +293,54 @@ fn invalid_toml_and_missing_files_are_refused() {
         ..CliOverrides::default()
     };
     let err = load_err(&cli, &[]);
-    assert!(err.to_string().contains("/definitely/not/here.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/definitely/not/here.toml"),
+        "{err}"
+    );
     assert!(err.to_string().contains("cannot read"), "{err}");
 }
 
 #[test]
 fn impossible_values_are_refused_with_their_origin() {
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("REPRISE_DEFAULT_NUM_PARTITIONS", "0")], "default-num-partitions"),
-        (&[("REPRISE_DEFAULT_NUM_PARTITIONS", "70000")], "default-num-partitions"),
+        (
+            &[("REPRISE_DEFAULT_NUM_PARTITIONS", "0")],
+            "default-num-partitions",
+        ),
+        (
+            &[("REPRISE_DEFAULT_NUM_PARTITIONS", "70000")],
+            "default-num-partitions",
+        ),
         (&[("REPRISE_SHUTDOWN_TIMEOUT", "0s")], "shutdown-timeout"),
         (&[("REPRISE_NODE_NAME", "../escape")], "node-name"),
         (&[("REPRISE_NODE_NAME", "")], "node-name"),
         (&[("REPRISE_CLUSTER_NAME", " ")], "cluster-name"),
         (&[("REPRISE_ROLES", "")], "roles"),
         (&[("REPRISE_LOG_FILTER", "info,[[[")], "log-filter"),
-        (&[("REPRISE_ADVERTISED_ADDRESS", "ftp://x:1")], "advertised-address"),
-        (&[("REPRISE_WORKER__INVOKER__CONCURRENT_INVOCATIONS_LIMIT", "0")], "worker.invoker.concurrent-invocations-limit"),
-        (&[("REPRISE_WORKER__INVOKER__RETRY_POLICY__FACTOR", "0.5")], "worker.invoker.retry-policy.factor"),
-        (&[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL", "1ms")], "worker.invoker.retry-policy.max-interval"),
-        (&[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_ATTEMPTS", "0")], "worker.invoker.retry-policy.max-attempts"),
-        (&[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "0")], "ingress.request-size-limit"),
+        (
+            &[("REPRISE_ADVERTISED_ADDRESS", "ftp://x:1")],
+            "advertised-address",
+        ),
+        (
+            &[("REPRISE_WORKER__INVOKER__CONCURRENT_INVOCATIONS_LIMIT", "0")],
+            "worker.invoker.concurrent-invocations-limit",
+        ),
+        (
+            &[("REPRISE_WORKER__INVOKER__RETRY_POLICY__FACTOR", "0.5")],
+            "worker.invoker.retry-policy.factor",
+        ),
+        (
+            &[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL", "1ms")],
+            "worker.invoker.retry-policy.max-interval",
+        ),
+        (
+            &[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_ATTEMPTS", "0")],
+            "worker.invoker.retry-policy.max-attempts",
+        ),
+        (
+            &[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "0")],
+            "ingress.request-size-limit",
+        ),
     ];
     for (vars, key) in cases {
         let err = load_err(&CliOverrides::default(), vars);

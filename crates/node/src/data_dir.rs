@@ -103,7 +103,10 @@ mod tests {
             }
             other => panic!("unexpected error {other}"),
         }
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())));
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id()))
+        );
         drop(held);
         DataDir::lock(&dir).expect("free again after drop");
     }

@@ -98,3 +98,28 @@ async fn report(State(health): State<Health>) -> Response {
     };
     (code, Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_503_unless_ready() {
+        let health = Health::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/health", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(axum::serve(listener, health.router("/health")).into_future());
+
+        let status = |url: String| async move {
+            reqwest::get(&url).await.expect("request").status().as_u16()
+        };
+        assert_eq!(status(url.clone()).await, 503, "starting");
+        health.set(NodeStatus::Ready);
+        assert_eq!(status(url.clone()).await, 200, "ready");
+        health.set(NodeStatus::Stopping);
+        assert_eq!(status(url.clone()).await, 503, "stopping");
+        server.abort();
+    }
+}

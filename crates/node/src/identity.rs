@@ -155,8 +155,7 @@ pub fn activate_worker(
         source,
     };
     let current = nodes.get(id).map_err(inconsistent)?;
-    if current.roles.contains(Role::Worker) && current.worker_state() == WorkerState::Provisioning
-    {
+    if current.roles.contains(Role::Worker) && current.worker_state() == WorkerState::Provisioning {
         nodes
             .set_worker_state(id, WorkerState::Active)
             .map_err(inconsistent)?;
@@ -219,7 +218,10 @@ mod tests {
         establish(&store, &config).expect("provision");
         config.cluster_name = "other".into();
         let err = establish(&store, &config).expect_err("cluster mismatch");
-        assert!(matches!(err, IdentityError::ClusterMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::ClusterMismatch { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("`localcluster`"), "{err}");
     }
 

@@ -61,7 +61,12 @@ async fn starts_serves_health_stops_and_restarts_with_its_identity() {
             assert_eq!(body["node_name"], "n1");
             assert_eq!(body["cluster_name"], "localcluster");
         }
-        generations.push(answers[0].1["node_id"].as_str().expect("node id").to_owned());
+        generations.push(
+            answers[0].1["node_id"]
+                .as_str()
+                .expect("node id")
+                .to_owned(),
+        );
 
         shutdown.cancel();
         running
@@ -80,7 +85,9 @@ async fn starts_serves_health_stops_and_restarts_with_its_identity() {
 async fn a_second_node_on_the_same_directory_is_refused_until_the_first_stops() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let first = Node::build(config(tmp.path())).expect("build");
-    let err = Node::build(config(tmp.path())).err().expect("directory locked");
+    let err = Node::build(config(tmp.path()))
+        .err()
+        .expect("directory locked");
     assert!(matches!(err, NodeError::DataDir(_)), "{err}");
     assert!(err.to_string().contains("in use"), "{err}");
     drop(first);
@@ -95,7 +102,10 @@ async fn a_port_in_use_names_the_address_and_the_key() {
     config.admin.bind_address = taken.local_addr().expect("local addr");
     let err = Node::build(config).err().expect("port taken");
     let text = err.to_string();
-    assert!(text.contains(&taken.local_addr().expect("addr").to_string()), "{text}");
+    assert!(
+        text.contains(&taken.local_addr().expect("addr").to_string()),
+        "{text}"
+    );
     assert!(text.contains("`admin.bind-address`"), "{text}");
 }
 
@@ -117,5 +127,9 @@ async fn a_damaged_identity_stops_the_start_with_an_error() {
         .await
         .expect_err("damaged data refused");
     assert!(err.to_string().contains("not readable"), "{err}");
-    assert_eq!(health.status(), NodeStatus::Starting, "never reported ready");
+    assert_eq!(
+        health.status(),
+        NodeStatus::Starting,
+        "never reported ready"
+    );
 }

@@ -161,7 +161,10 @@ mod tests {
         assert!(next.is_newer_than(id));
         assert!(!id.is_newer_than(next));
         let other = PlainNodeId::MIN.with_generation(100);
-        assert!(!other.is_newer_than(id), "different nodes are not comparable");
+        assert!(
+            !other.is_newer_than(id),
+            "different nodes are not comparable"
+        );
         assert!("N3".parse::<GenerationalNodeId>().is_err());
         assert!("N3:x".parse::<GenerationalNodeId>().is_err());
     }
