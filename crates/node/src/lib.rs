@@ -178,12 +178,18 @@ impl Node {
         health.set(NodeStatus::Stopping);
         let started = Instant::now();
         let budget = config.shutdown_timeout.as_duration();
+        let within_budget = |share: f64| {
+            // A configured timeout can be absurdly long; never overflow the clock for it.
+            started
+                .checked_add(budget.mul_f64(share))
+                .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365))
+        };
         stop_ingress.cancel();
-        drain(&mut ingress_tasks, started + budget.mul_f64(0.75)).await;
+        drain(&mut ingress_tasks, within_budget(0.75)).await;
 
         let closed = tokio::task::spawn_blocking(move || store.close()).await;
         stop_control.cancel();
-        drain(&mut control_tasks, started + budget.mul_f64(0.875)).await;
+        drain(&mut control_tasks, within_budget(0.875)).await;
         BoundAddresses::remove(data_dir.path());
         drop(data_dir);
 
