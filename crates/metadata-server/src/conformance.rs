@@ -1,0 +1,32 @@
+//! openraft's storage conformance suite, run against our RocksDB log store and state machine.
+
+use std::sync::Arc;
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+
+use crate::log_store::LogStore;
+use crate::state_machine::{SharedState, StateMachine};
+use crate::types::TypeConfig;
+
+struct TempStore;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStore {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::IO {
+            source: openraft::StorageIOError::write(&e),
+        })?;
+        let db = Arc::new(crate::open_db(dir.path()).map_err(|e| StorageError::IO {
+            source: openraft::StorageIOError::write(&e),
+        })?);
+        let machine = StateMachine::open(db.clone(), Arc::new(SharedState::default()))?;
+        Ok((dir, LogStore::new(db), machine))
+    }
+}
+
+#[test]
+fn passes_the_openraft_storage_suite() {
+    Suite::test_all(TempStore).expect("storage conformance");
+}

@@ -1,0 +1,276 @@
+//! The metadata server: a replicated, versioned key-value store for cluster metadata (the
+//! service schema, the partition table, the node table). It is an openraft group whose log and
+//! state machine live in one RocksDB under `<node-dir>/metadata-server/`. Every write is a
+//! compare-and-set on the key's version ([`Precondition`]), checked in log order by the state
+//! machine, so concurrent writers cannot overwrite each other unseen.
+//!
+//! Node-local readers and writers go through [`MetadataClient`] (`get`, `put`, `delete`,
+//! `watch`). Today the group has one member; the multi-node work adds members and a network
+//! transport without changing the client's API.
+
+#[cfg(test)]
+mod conformance;
+mod log_store;
+mod network;
+mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use tokio::sync::watch;
+
+use log_store::{CF_LOGS, CF_RAFT, LogStore};
+use network::SingleMemberNetwork;
+use state_machine::{CF_KV, CF_SM, SharedState, StateMachine};
+pub use types::{Command, CommandResponse, Precondition, Version, VersionedValue};
+
+/// How long a client call waits for the group to have a leader (after a start, an election).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("cannot open the metadata store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("metadata storage failed: {0}")]
+    Storage(String),
+    #[error("invalid raft configuration for the metadata store: {0}")]
+    Config(String),
+    #[error("`{key}` changed concurrently: expected {expected:?}, found version {current:?}")]
+    PreconditionFailed {
+        key: String,
+        expected: Precondition,
+        current: Option<Version>,
+    },
+    #[error("the metadata store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where and as whom to run the metadata server.
+#[derive(Debug, Clone)]
+pub struct MetadataServerOptions {
+    /// The node directory; the store lives in `metadata-server/` inside it.
+    pub node_dir: PathBuf,
+    /// This node's plain id: its member id in the metadata group.
+    pub member_id: u64,
+    /// This node's advertised address.
+    pub address: String,
+    pub cluster_name: String,
+}
+
+/// A running metadata server. Stop it with [`MetadataServer::shutdown`].
+pub struct MetadataServer {
+    raft: Raft<types::TypeConfig>,
+    shared: Arc<SharedState>,
+    member_id: u64,
+    address: String,
+    db: Arc<DB>,
+}
+
+impl MetadataServer {
+    pub const DIR: &'static str = "metadata-server";
+
+    /// Opens the store and starts the raft group's task. Call
+    /// [`provision_single_member`](Self::provision_single_member) on a new cluster.
+    pub async fn start(options: MetadataServerOptions) -> Result<Self, MetadataError> {
+        let path = options.node_dir.join(Self::DIR);
+        let db = Arc::new(open_db(&path)?);
+        let shared = Arc::new(SharedState::default());
+        let state_machine = StateMachine::open(db.clone(), shared.clone())
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        let log_store = LogStore::new(db.clone());
+
+        let config = openraft::Config {
+            cluster_name: options.cluster_name.clone(),
+            heartbeat_interval: 100,
+            election_timeout_min: 200,
+            election_timeout_max: 400,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| MetadataError::Config(e.to_string()))?;
+        let raft = Raft::new(
+            options.member_id,
+            Arc::new(config),
+            SingleMemberNetwork,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        Ok(Self {
+            raft,
+            shared,
+            member_id: options.member_id,
+            address: options.address,
+            db,
+        })
+    }
+
+    /// Makes this node the only member of a new metadata group. Does nothing when the group
+    /// already exists (a restart).
+    pub async fn provision_single_member(&self) -> Result<(), MetadataError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(
+            self.member_id,
+            BasicNode {
+                addr: self.address.clone(),
+            },
+        )]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))
+    }
+
+    pub fn client(&self) -> MetadataClient {
+        MetadataClient {
+            raft: self.raft.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stops the raft task and flushes the store to disk.
+    pub async fn shutdown(self) -> Result<(), MetadataError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        let db = self.db;
+        tokio::task::spawn_blocking(move || {
+            db.flush_wal(true)?;
+            db.cancel_all_background_work(true);
+            Ok::<_, rocksdb::Error>(())
+        })
+        .await
+        .map_err(|e| MetadataError::Storage(e.to_string()))?
+        .map_err(|e| MetadataError::Storage(e.to_string()))
+    }
+}
+
+fn open_db(path: &Path) -> Result<DB, MetadataError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_keep_log_file_num(2);
+    let families = [CF_LOGS, CF_RAFT, CF_KV, CF_SM]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    DB::open_cf_descriptors(&options, path, families).map_err(|source| MetadataError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads and writes cluster metadata. Cheap to clone.
+#[derive(Clone)]
+pub struct MetadataClient {
+    raft: Raft<types::TypeConfig>,
+    shared: Arc<SharedState>,
+}
+
+impl MetadataClient {
+    /// The current value of `key`, reflecting every write acknowledged before the call.
+    pub async fn get(&self, key: &str) -> Result<Option<VersionedValue>, MetadataError> {
+        self.wait_for_leader().await?;
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
+        Ok(self.shared.get(key))
+    }
+
+    /// Writes `value` under `key` if `precondition` holds, and returns the new version.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        precondition: Precondition,
+    ) -> Result<Version, MetadataError> {
+        let command = Command::Put {
+            key: key.to_owned(),
+            value,
+            precondition,
+        };
+        match self.write(command).await? {
+            CommandResponse::Applied {
+                version: Some(version),
+            } => Ok(version),
+            other => Err(self.unexpected(key, precondition, other)),
+        }
+    }
+
+    /// Removes `key` if `precondition` holds.
+    pub async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), MetadataError> {
+        let command = Command::Delete {
+            key: key.to_owned(),
+            precondition,
+        };
+        match self.write(command).await? {
+            CommandResponse::Applied { version: None } => Ok(()),
+            other => Err(self.unexpected(key, precondition, other)),
+        }
+    }
+
+    /// Follows the version of `key` (`None` while it has no value) as writes are applied.
+    pub fn watch(&self, key: &str) -> watch::Receiver<Option<Version>> {
+        self.shared.watch(key)
+    }
+
+    async fn write(&self, command: Command) -> Result<CommandResponse, MetadataError> {
+        self.wait_for_leader().await?;
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(MetadataError::Unavailable(format!(
+                    "this node is not the metadata leader (leader: {:?})",
+                    forward.leader_id
+                )))
+            }
+            Err(err) => Err(MetadataError::Unavailable(err.to_string())),
+        }
+    }
+
+    fn unexpected(
+        &self,
+        key: &str,
+        expected: Precondition,
+        response: CommandResponse,
+    ) -> MetadataError {
+        match response {
+            CommandResponse::PreconditionFailed { current } => MetadataError::PreconditionFailed {
+                key: key.to_owned(),
+                expected,
+                current,
+            },
+            other => MetadataError::Storage(format!("unexpected response {other:?} to a write")),
+        }
+    }
+
+    async fn wait_for_leader(&self) -> Result<(), MetadataError> {
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| MetadataError::Unavailable(format!("no metadata leader: {e}")))
+    }
+}

@@ -1,0 +1,161 @@
+//! The metadata store over real RocksDB in temp dirs: the client's compare-and-set semantics,
+//! watches, and that acknowledged writes survive a restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reprise_metadata_server::{MetadataError, MetadataServer, MetadataServerOptions, Precondition};
+
+fn options(dir: &std::path::Path) -> MetadataServerOptions {
+    MetadataServerOptions {
+        node_dir: dir.to_owned(),
+        member_id: 1,
+        address: "http://127.0.0.1:5122".into(),
+        cluster_name: "test".into(),
+    }
+}
+
+async fn started(dir: &std::path::Path) -> MetadataServer {
+    let server = MetadataServer::start(options(dir)).await.expect("start");
+    server.provision_single_member().await.expect("provision");
+    server
+}
+
+#[tokio::test]
+async fn compare_and_set_on_versions() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = started(tmp.path()).await;
+    let client = server.client();
+
+    assert_eq!(client.get("schema").await.expect("get"), None);
+    let v1 = client
+        .put(
+            "schema",
+            Bytes::from_static(b"one"),
+            Precondition::DoesNotExist,
+        )
+        .await
+        .expect("first write");
+    assert_eq!(v1, 1);
+
+    let err = client
+        .put(
+            "schema",
+            Bytes::from_static(b"again"),
+            Precondition::DoesNotExist,
+        )
+        .await
+        .expect_err("exists already");
+    assert!(
+        matches!(
+            err,
+            MetadataError::PreconditionFailed {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = client
+        .put(
+            "schema",
+            Bytes::from_static(b"stale"),
+            Precondition::MatchesVersion(7),
+        )
+        .await
+        .expect_err("wrong version");
+    assert!(
+        matches!(err, MetadataError::PreconditionFailed { .. }),
+        "{err}"
+    );
+
+    let v2 = client
+        .put(
+            "schema",
+            Bytes::from_static(b"two"),
+            Precondition::MatchesVersion(1),
+        )
+        .await
+        .expect("matching version");
+    assert_eq!(v2, 2);
+    let value = client.get("schema").await.expect("get").expect("present");
+    assert_eq!((value.version, value.value.as_ref()), (2, b"two".as_ref()));
+
+    client
+        .put("other", Bytes::from_static(b"x"), Precondition::None)
+        .await
+        .expect("unconditional");
+    client
+        .delete("other", Precondition::MatchesVersion(1))
+        .await
+        .expect("delete");
+    assert_eq!(client.get("other").await.expect("get"), None);
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn watchers_see_new_versions() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = started(tmp.path()).await;
+    let client = server.client();
+    let mut watch = client.watch("nodes");
+    assert_eq!(*watch.borrow(), None);
+
+    let writer = client.clone();
+    tokio::spawn(async move {
+        writer
+            .put("nodes", Bytes::from_static(b"n"), Precondition::None)
+            .await
+            .expect("write");
+    });
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|v| *v == Some(1)))
+        .await
+        .expect("notified in time")
+        .expect("sender alive");
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_restarts() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = started(tmp.path()).await;
+    let client = server.client();
+    // More writes than the snapshot threshold, so a restart may start from a snapshot and a
+    // purged log as well as replay the log.
+    for i in 0..1100u32 {
+        client
+            .put("counter", Bytes::from(i.to_string()), Precondition::None)
+            .await
+            .expect("write");
+    }
+    server.shutdown().await.expect("shutdown");
+
+    for round in 0..2 {
+        let server = started(tmp.path()).await;
+        let client = server.client();
+        let value = client.get("counter").await.expect("get").expect("present");
+        assert_eq!(value.version, 1100 + round);
+        client
+            .put(
+                "counter",
+                Bytes::from_static(b"more"),
+                Precondition::MatchesVersion(value.version),
+            )
+            .await
+            .expect("write after restart");
+        server.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join(MetadataServer::DIR);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("CURRENT"), b"garbage\n").expect("write");
+    let err = MetadataServer::start(options(tmp.path()))
+        .await
+        .err()
+        .expect("damaged store refused");
+    assert!(matches!(err, MetadataError::Open { .. }), "{err}");
+}
