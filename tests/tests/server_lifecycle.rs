@@ -172,7 +172,7 @@ async fn roles_decide_which_ports_are_served() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut node = NodeSpec::new(tmp.path(), "n1")
         .arg("--roles")
-        .arg("worker,admin")
+        .arg("metadata-server,admin")
         .spawn()?;
     let addresses = node.wait_ready().await?.clone();
     assert!(addresses.admin.is_some());

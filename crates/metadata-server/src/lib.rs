@@ -265,7 +265,8 @@ impl MetadataClient {
         }
     }
 
-    async fn wait_for_leader(&self) -> Result<(), MetadataError> {
+    /// Waits (up to a bound) until the group has a leader and can serve reads and writes.
+    pub async fn wait_for_leader(&self) -> Result<(), MetadataError> {
         self.raft
             .wait(Some(LEADER_WAIT))
             .metrics(|m| m.current_leader.is_some(), "a metadata leader")

@@ -16,7 +16,11 @@ mod local_store;
 
 use std::time::Duration;
 
-use reprise_node_config::Configuration;
+use reprise_admin::{AdminHandle, AdminState};
+use reprise_metadata_server::{MetadataError, MetadataServer, MetadataServerOptions};
+use reprise_node_config::{Configuration, Role};
+use reprise_schema::SchemaStore;
+use reprise_service_client::{ServiceClient, ServiceClientOptions};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +56,12 @@ pub enum NodeError {
     },
     #[error("a storage task of the node failed: {0}")]
     StorageTask(String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot set up the HTTP client for deployments: {0}")]
+    ServiceClient(std::io::Error),
 }
 
 /// A node that has claimed its directory and bound its ports, ready to [`run`](Node::run).
@@ -67,6 +77,13 @@ impl Node {
     /// Locks the node directory and binds every listener. Touches no data besides the lock
     /// file, so a node that fails here leaves its directory as it was.
     pub fn build(config: Configuration) -> Result<Node, NodeError> {
+        if config.roles.contains(Role::Admin) && !config.roles.contains(Role::MetadataServer) {
+            return Err(NodeError::Unsupported(
+                "the admin role needs the metadata-server role on the same node: clusters of \
+                 several nodes are not supported yet; add `metadata-server` to `roles`"
+                    .into(),
+            ));
+        }
         let data_dir = DataDir::lock(&config.node_dir())?;
         let listeners = listeners::bind_all(&config)?;
         let addresses =
@@ -107,13 +124,20 @@ impl Node {
         // node ports keep answering (503) until storage is closed.
         let stop_ingress = CancellationToken::new();
         let stop_control = CancellationToken::new();
+        let admin = AdminHandle::default();
         let mut ingress_tasks = JoinSet::new();
         let mut control_tasks = JoinSet::new();
         for BoundListener { kind, listener } in listeners {
             let (router, stop, tasks) = match kind {
-                ListenerKind::Node | ListenerKind::Admin => {
-                    (health.router("/health"), &stop_control, &mut control_tasks)
-                }
+                ListenerKind::Node => (health.router("/health"), &stop_control, &mut control_tasks),
+                ListenerKind::Admin => (
+                    health
+                        .router("/health")
+                        .merge(reprise_admin::router(admin.clone()))
+                        .fallback(reprise_admin::not_found),
+                    &stop_control,
+                    &mut control_tasks,
+                ),
                 ListenerKind::Ingress => (
                     health.router("/restate/health"),
                     &stop_ingress,
@@ -140,9 +164,18 @@ impl Node {
             "listening"
         );
 
-        let startup = open_storage(config.clone()).await;
-        let store = match startup {
-            Ok((store, identity)) => {
+        let startup = match open_storage(config.clone()).await {
+            Ok((store, identity)) => match start_roles(&config, &identity, &admin).await {
+                Ok(metadata) => Ok((store, identity, metadata)),
+                Err(err) => {
+                    close_store(store).await;
+                    Err(err)
+                }
+            },
+            Err(err) => Err(err),
+        };
+        let (store, metadata) = match startup {
+            Ok((store, identity, metadata)) => {
                 info!(
                     node_id = %identity.node_id,
                     node_name = %identity.node_name,
@@ -152,7 +185,7 @@ impl Node {
                 );
                 health.set_identity(identity);
                 health.set(NodeStatus::Ready);
-                store
+                (store, metadata)
             }
             Err(err) => {
                 stop_ingress.cancel();
@@ -187,6 +220,11 @@ impl Node {
         stop_ingress.cancel();
         drain(&mut ingress_tasks, within_budget(0.75)).await;
 
+        if let Some(metadata) = metadata
+            && let Err(err) = metadata.shutdown().await
+        {
+            error!(%err, "stopping the metadata server");
+        }
         let closed = tokio::task::spawn_blocking(move || store.close()).await;
         stop_control.cancel();
         drain(&mut control_tasks, within_budget(0.875)).await;
@@ -201,6 +239,55 @@ impl Node {
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Starts the roles that need storage: the metadata server (provisioning a one-member group on
+/// a new cluster, then waiting for it to lead) and the admin API on top of it.
+async fn start_roles(
+    config: &Configuration,
+    identity: &NodeIdentity,
+    admin: &AdminHandle,
+) -> Result<Option<MetadataServer>, NodeError> {
+    if !config.roles.contains(Role::MetadataServer) {
+        return Ok(None);
+    }
+    let metadata = MetadataServer::start(MetadataServerOptions {
+        node_dir: config.node_dir(),
+        member_id: u64::from(identity.node_id.id().as_u32()),
+        address: config.advertised_address(),
+        cluster_name: config.cluster_name.clone(),
+    })
+    .await?;
+    let started = async {
+        metadata.provision_single_member().await?;
+        metadata.client().wait_for_leader().await?;
+        if config.roles.contains(Role::Admin) {
+            let service_client = ServiceClient::new(ServiceClientOptions::default())
+                .map_err(NodeError::ServiceClient)?;
+            admin.set(AdminState {
+                schema: SchemaStore::new(metadata.client()),
+                service_client,
+            });
+        }
+        Ok::<_, NodeError>(())
+    };
+    match started.await {
+        Ok(()) => Ok(Some(metadata)),
+        Err(err) => {
+            if let Err(stop_err) = metadata.shutdown().await {
+                warn!(%stop_err, "stopping the metadata server after a failed start");
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn close_store(store: LocalStore) {
+    match tokio::task::spawn_blocking(move || store.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(%err, "closing the local store after a failed start"),
+        Err(err) => warn!(%err, "closing the local store after a failed start"),
     }
 }
 

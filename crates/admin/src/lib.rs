@@ -1,0 +1,269 @@
+//! The admin HTTP API (port 9070): register deployments by discovery, list and remove them,
+//! list services, report the version. The same routes are served at `/`, `/v3` and `/v4`, as
+//! the reference system's CLI addresses them. Errors are `{"message": …}` with the status
+//! chosen in one place ([`error`]).
+//!
+//! The router can be served before the node has opened its storage: until
+//! [`AdminHandle::set`] is called every route answers 503.
+
+mod error;
+mod model;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use reprise_schema::{RegisterOutcome, Registration, Schema, SchemaError, SchemaStore};
+use reprise_service_client::ServiceClient;
+use reprise_types::{DeploymentId, MillisSinceEpoch};
+use serde::Deserialize;
+use tracing::info;
+
+pub use error::AdminError;
+use model::*;
+
+const MIN_API_VERSION: u32 = 3;
+const MAX_API_VERSION: u32 = 4;
+
+/// What the admin API needs to serve requests.
+#[derive(Clone)]
+pub struct AdminState {
+    pub schema: SchemaStore,
+    pub service_client: ServiceClient,
+}
+
+/// The API's state, filled in once the node can serve. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct AdminHandle(Arc<OnceLock<AdminState>>);
+
+impl AdminHandle {
+    pub fn set(&self, state: AdminState) {
+        // Set once per process; a second call would mean two starts of one node.
+        let _ = self.0.set(state);
+    }
+
+    fn get(&self) -> Result<&AdminState, AdminError> {
+        self.0
+            .get()
+            .ok_or_else(|| AdminError::Unavailable("the node is starting; try again".into()))
+    }
+}
+
+/// The admin routes (without `/health`, which the node serves).
+pub fn router(handle: AdminHandle) -> Router {
+    let api = Router::new()
+        .route("/version", get(version))
+        .route(
+            "/deployments",
+            get(list_deployments).post(register_deployment),
+        )
+        .route(
+            "/deployments/{id}",
+            get(get_deployment).delete(delete_deployment),
+        )
+        .route("/services", get(list_services))
+        .route("/services/{name}", get(get_service))
+        .with_state(handle);
+    Router::new()
+        .nest(&format!("/v{MIN_API_VERSION}"), api.clone())
+        .nest(&format!("/v{MAX_API_VERSION}"), api.clone())
+        .merge(api)
+}
+
+/// For paths no route serves.
+pub async fn not_found(uri: Uri) -> AdminError {
+    AdminError::NotFound(format!("no admin API at {}", uri.path()))
+}
+
+async fn version() -> Json<VersionResponse> {
+    Json(VersionResponse {
+        version: env!("CARGO_PKG_VERSION"),
+        min_admin_api_version: MIN_API_VERSION,
+        max_admin_api_version: MAX_API_VERSION,
+    })
+}
+
+async fn register_deployment(
+    State(handle): State<AdminHandle>,
+    body: Result<Json<RegisterDeploymentRequest>, JsonRejection>,
+) -> Result<Response, AdminError> {
+    let state = handle.get()?;
+    let Json(request) = body.map_err(|rejection| AdminError::BadRequest(rejection.body_text()))?;
+    if request.use_http_11 {
+        return Err(AdminError::BadRequest(
+            "\"use_http_11\": true is not supported: Reprise talks to deployments over HTTP/2"
+                .into(),
+        ));
+    }
+    let uri: Uri = request.uri.parse().map_err(|_| {
+        AdminError::BadRequest(format!(
+            "`{}` is not a URI; use e.g. http://localhost:9080",
+            request.uri
+        ))
+    })?;
+    let additional_headers = request.additional_headers.unwrap_or_default();
+    let headers = header_map(&additional_headers)?;
+    let discovered = state.service_client.discover(&uri, &headers).await?;
+
+    let services: Vec<String> = discovered
+        .endpoint
+        .services
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let registration = Registration {
+        uri: request.uri.clone(),
+        additional_headers,
+        metadata: request.metadata.clone().unwrap_or_default(),
+        endpoint: discovered.endpoint.clone(),
+        sdk_version: discovered.sdk_version.clone(),
+        new_id: DeploymentId::new(rand::random()),
+        now: MillisSinceEpoch::now(),
+        force: request.force.unwrap_or(false),
+        breaking: request.breaking,
+    };
+    let (outcome, schema) = if request.dry_run {
+        let mut schema = state.schema.load().await?;
+        let outcome = schema.register(registration)?;
+        (outcome, schema)
+    } else {
+        let outcome = state
+            .schema
+            .update(|schema| schema.register(registration.clone()))
+            .await?;
+        (outcome, state.schema.load().await?)
+    };
+    let id = outcome.id();
+    info!(deployment = %id, uri = %request.uri, ?services, ?outcome, dry_run = request.dry_run, "deployment registered");
+
+    let status = match outcome {
+        RegisterOutcome::Unchanged(_) => StatusCode::OK,
+        RegisterOutcome::Created(_) | RegisterOutcome::Overwritten(_) => StatusCode::CREATED,
+    };
+    let deployment = schema
+        .deployment(id)
+        .ok_or_else(|| AdminError::Internal(format!("deployment {id} vanished")))?;
+    let body = RegisterDeploymentResponse {
+        id: id.to_string(),
+        services: served_by(&schema, id),
+        min_protocol_version: deployment.min_protocol_version,
+        max_protocol_version: deployment.max_protocol_version,
+        sdk_version: deployment.sdk_version.clone(),
+    };
+    let location = HeaderValue::from_str(&format!("deployments/{id}"))
+        .map_err(|err| AdminError::Internal(err.to_string()))?;
+    Ok((status, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// The current services whose latest revision `id` serves.
+fn served_by(schema: &Schema, id: DeploymentId) -> Vec<ServiceMetadata> {
+    schema
+        .services()
+        .filter(|s| s.deployment_id == id)
+        .map(ServiceMetadata::from)
+        .collect()
+}
+
+fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, AdminError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+            AdminError::BadRequest(format!(
+                "`{name}` in additional_headers is not a header name"
+            ))
+        })?;
+        let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+            AdminError::BadRequest(format!("the value of `{name}` is not a valid header value"))
+        })?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+fn parse_deployment_id(text: &str) -> Result<DeploymentId, AdminError> {
+    text.parse()
+        .map_err(|err: reprise_types::IdParseError| AdminError::BadRequest(err.to_string()))
+}
+
+async fn list_deployments(
+    State(handle): State<AdminHandle>,
+) -> Result<Json<ListDeploymentsResponse>, AdminError> {
+    let schema = handle.get()?.schema.load().await?;
+    let deployments = schema
+        .deployments()
+        .map(|deployment| {
+            let services = schema
+                .services()
+                .filter(|s| s.deployment_id == deployment.id)
+                .map(|s| ServiceNameRevision {
+                    name: s.service.name.clone(),
+                    revision: s.revision,
+                })
+                .collect();
+            DeploymentResponse::new(deployment, services)
+        })
+        .collect();
+    Ok(Json(ListDeploymentsResponse { deployments }))
+}
+
+async fn get_deployment(
+    State(handle): State<AdminHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentResponse<ServiceMetadata>>, AdminError> {
+    let id = parse_deployment_id(&id)?;
+    let schema = handle.get()?.schema.load().await?;
+    let deployment = schema
+        .deployment(id)
+        .ok_or(SchemaError::DeploymentNotFound(id))?;
+    Ok(Json(DeploymentResponse::new(
+        deployment,
+        served_by(&schema, id),
+    )))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_deployment(
+    State(handle): State<AdminHandle>,
+    Path(id): Path<String>,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, AdminError> {
+    let id = parse_deployment_id(&id)?;
+    let Query(query) = query.map_err(|rejection| AdminError::BadRequest(rejection.body_text()))?;
+    handle
+        .get()?
+        .schema
+        .update(|schema| schema.remove_deployment(id, query.force))
+        .await?;
+    info!(deployment = %id, force = query.force, "deployment removed");
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn list_services(
+    State(handle): State<AdminHandle>,
+) -> Result<Json<ListServicesResponse>, AdminError> {
+    let schema = handle.get()?.schema.load().await?;
+    Ok(Json(ListServicesResponse {
+        services: schema.services().map(ServiceMetadata::from).collect(),
+    }))
+}
+
+async fn get_service(
+    State(handle): State<AdminHandle>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceMetadata>, AdminError> {
+    let schema = handle.get()?.schema.load().await?;
+    let service = schema
+        .service(&name)
+        .ok_or(SchemaError::ServiceNotFound(name))?;
+    Ok(Json(ServiceMetadata::from(service)))
+}
