@@ -254,6 +254,45 @@ fn health_urls(addresses: &Addresses) -> Vec<String> {
     urls
 }
 
+/// A running test-services process (an SDK deployment). Killed when dropped.
+pub struct TestServices {
+    _child: Child,
+    pub address: std::net::SocketAddr,
+}
+
+impl TestServices {
+    /// Starts `binary` (pass `env!("CARGO_BIN_EXE_reprise-test-services")`) with the given
+    /// variant and waits for the address it listens on.
+    pub async fn spawn(binary: &str, variant: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new(binary)
+            .args(["--variant", variant])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning the test services")?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+            .await
+            .context("the test services did not report their address")??
+            .context("the test services exited before reporting their address")?;
+        let address = first
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {first:?}"))?
+            .parse()?;
+        Ok(Self {
+            _child: child,
+            address,
+        })
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
 /// Runs `reprise-server` with the given flags and environment to completion (for commands
 /// such as `--dump-config`, or starts that must fail) and returns its exit status and output.
 pub async fn run_to_exit(
