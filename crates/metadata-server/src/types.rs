@@ -26,7 +26,6 @@ pub type Version = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionedValue {
     pub version: Version,
-    #[serde(with = "bytes_as_vec")]
     pub value: Bytes,
 }
 
@@ -46,7 +45,6 @@ pub enum Precondition {
 pub enum Command {
     Put {
         key: String,
-        #[serde(with = "bytes_as_vec")]
         value: Bytes,
         precondition: Precondition,
     },
@@ -73,17 +71,4 @@ pub enum CommandResponse {
     PreconditionFailed { current: Option<Version> },
     /// A log entry without a command (leader blank, membership change).
     NoCommand,
-}
-
-mod bytes_as_vec {
-    use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
-        Vec::<u8>::deserialize(deserializer).map(Bytes::from)
-    }
 }

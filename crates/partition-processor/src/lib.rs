@@ -1,0 +1,22 @@
+//! The partition processor: the deterministic state machine of one partition. It applies the
+//! records of the partition log ([`Record`]) to the partition's tables ([`PartitionStore`]:
+//! invocation status and journal for now; state, inbox, timers, outbox, promises and dedup
+//! come with the issues that need them) and emits [`Action`]s that only the leader carries out.
+//!
+//! This crate is the core without IO. Running it as the state machine of the partition's raft
+//! group over RocksDB, and the leader's actuators, are built around it.
+
+mod action;
+mod record;
+mod state_machine;
+mod status;
+mod storage;
+
+pub use action::Action;
+pub use record::{
+    EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
+    ServiceInvocation, StoredFrame,
+};
+pub use state_machine::apply;
+pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
+pub use storage::{MemoryStore, PartitionStore, StorageError};

@@ -1,0 +1,110 @@
+//! What the partition log carries: the commands the state machine applies. Everything a record
+//! needs is inside it (ids, times, payloads), so applying it never consults a clock, the
+//! network or randomness, and every replica reaches the same state.
+
+use bytes::Bytes;
+use reprise_service_protocol::{Frame, MessageType};
+use reprise_types::{InvocationId, MillisSinceEpoch};
+use serde::{Deserialize, Serialize};
+
+/// One entry of the partition log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A new invocation, from the ingress (or, later, another partition's outbox).
+    Invoke(ServiceInvocation),
+    /// Something an invocation attempt produced, proposed by the leader's invoker.
+    Effect(InvokerEffect),
+}
+
+/// Which handler an invocation runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationTarget {
+    pub service: String,
+    pub handler: String,
+    /// The object or workflow key; `None` for a plain service.
+    pub key: Option<String>,
+}
+
+/// Where the result of an invocation goes when it completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseSink {
+    /// An ingress request waiting for the result, by the id the ingress gave it.
+    Ingress { request_id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInvocation {
+    pub invocation_id: InvocationId,
+    pub target: InvocationTarget,
+    pub argument: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub response_sink: Option<ResponseSink>,
+    pub created_at: MillisSinceEpoch,
+}
+
+/// A frame kept verbatim: journal entries are replayed to the deployment byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFrame {
+    pub ty: u16,
+    pub payload: Bytes,
+}
+
+impl StoredFrame {
+    pub fn to_frame(&self) -> Option<Frame> {
+        Some(Frame {
+            ty: MessageType::from_id(self.ty)?,
+            flags: 0,
+            payload: self.payload.clone(),
+        })
+    }
+}
+
+impl From<&Frame> for StoredFrame {
+    fn from(frame: &Frame) -> Self {
+        Self {
+            ty: frame.ty.id(),
+            payload: frame.payload.clone(),
+        }
+    }
+}
+
+/// The result an invocation ends with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvocationResult {
+    Success(Bytes),
+    Failure { code: u32, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokerEffect {
+    pub invocation_id: InvocationId,
+    pub kind: EffectKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EffectKind {
+    /// The first attempt chose this deployment; later attempts use the same one.
+    PinnedDeployment {
+        deployment_id: String,
+        protocol_version: u32,
+    },
+    /// A command the deployment sent, to append to the journal as it is.
+    JournalEntry(StoredFrame),
+    /// The result of a `ctx.run` closure (`ProposeRunCompletionMessage`).
+    RunProposal {
+        completion_id: u32,
+        result: InvocationResult,
+    },
+    /// The attempt suspended waiting for any of these.
+    Suspended {
+        waiting_completions: Vec<u32>,
+        waiting_signals: Vec<u32>,
+        waiting_named_signals: Vec<String>,
+    },
+    /// The deployment sent `EndMessage`.
+    End,
+    /// The attempt failed and will be retried; kept to show why.
+    AttemptFailed { code: u32, message: String },
+    /// Retries are exhausted: the invocation completes with this failure.
+    GaveUp { code: u32, message: String },
+}

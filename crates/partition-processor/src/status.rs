@@ -1,0 +1,70 @@
+//! The lifecycle of one invocation as the partition stores it.
+
+use reprise_types::MillisSinceEpoch;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{InvocationResult, InvocationTarget, ResponseSink};
+
+/// What every non-completed status knows about its invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub target: InvocationTarget,
+    pub response_sinks: Vec<ResponseSink>,
+    /// Commands and notifications in the journal; entry 0 is the input.
+    pub journal_length: u32,
+    /// Set by the first attempt: later attempts go to the same deployment.
+    pub deployment: Option<PinnedDeployment>,
+    /// The output command's result, once the deployment sent it; final at `End`.
+    pub output: Option<InvocationResult>,
+    /// Completion ids that have a notification in the journal.
+    pub notified_completions: Vec<u32>,
+    /// Why the last attempt failed, when it did.
+    pub last_failure: Option<String>,
+    pub created_at: MillisSinceEpoch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedDeployment {
+    pub deployment_id: String,
+    pub protocol_version: u32,
+}
+
+/// What a suspended invocation waits for; any one of them resumes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub completions: Vec<u32>,
+    pub signals: Vec<u32>,
+    pub named_signals: Vec<String>,
+}
+
+impl Waiting {
+    pub fn is_empty(&self) -> bool {
+        self.completions.is_empty() && self.signals.is_empty() && self.named_signals.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvocationStatus {
+    /// An attempt is running or about to run.
+    Invoked(InFlight),
+    /// No attempt runs; the invocation resumes when something it waits for arrives.
+    Suspended {
+        in_flight: InFlight,
+        waiting: Waiting,
+    },
+    /// Done. Kept so that a late duplicate of the invocation is recognised.
+    Completed {
+        target: InvocationTarget,
+        result: InvocationResult,
+    },
+}
+
+impl InvocationStatus {
+    pub fn in_flight(&self) -> Option<&InFlight> {
+        match self {
+            InvocationStatus::Invoked(in_flight)
+            | InvocationStatus::Suspended { in_flight, .. } => Some(in_flight),
+            InvocationStatus::Completed { .. } => None,
+        }
+    }
+}

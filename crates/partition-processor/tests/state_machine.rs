@@ -1,0 +1,381 @@
+//! The partition state machine without any IO: records in, tables and actions out. Every
+//! scenario is also replayed on fresh tables to check that applying is deterministic.
+
+use bytes::Bytes;
+use prost::Message;
+use reprise_partition_processor::{
+    Action, EffectKind, InvocationResult, InvocationStatus, InvocationTarget, InvokerEffect,
+    MemoryStore, PartitionStore, Record, ResponseSink, ServiceInvocation, StoredFrame, apply,
+};
+use reprise_service_protocol::MessageType;
+use reprise_service_protocol::proto::{self, notification_template, output_command_message};
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+
+fn id(n: u128) -> InvocationId {
+    InvocationId::new(PartitionKey::new(7), n)
+}
+
+fn invoke(n: u128, request_id: u64) -> Record {
+    Record::Invoke(ServiceInvocation {
+        invocation_id: id(n),
+        target: InvocationTarget {
+            service: "Greeter".into(),
+            handler: "greet".into(),
+            key: None,
+        },
+        argument: Bytes::from_static(b"\"Ann\""),
+        headers: vec![("x-test".into(), "1".into())],
+        response_sink: Some(ResponseSink::Ingress { request_id }),
+        created_at: MillisSinceEpoch::new(1000),
+    })
+}
+
+fn effect(n: u128, kind: EffectKind) -> Record {
+    Record::Effect(InvokerEffect {
+        invocation_id: id(n),
+        kind,
+    })
+}
+
+fn command(ty: MessageType, message: &impl Message) -> EffectKind {
+    EffectKind::JournalEntry(StoredFrame {
+        ty: ty.id(),
+        payload: message.encode_to_vec().into(),
+    })
+}
+
+fn run_command(completion_id: u32) -> EffectKind {
+    command(
+        MessageType::RunCommand,
+        &proto::RunCommandMessage {
+            result_completion_id: completion_id,
+            name: "side effect".into(),
+        },
+    )
+}
+
+fn output(value: &'static [u8]) -> EffectKind {
+    command(
+        MessageType::OutputCommand,
+        &proto::OutputCommandMessage {
+            result: Some(output_command_message::Result::Value(proto::Value {
+                content: Bytes::from_static(value),
+            })),
+            name: String::new(),
+        },
+    )
+}
+
+/// Applies `records` in order on fresh tables, twice, and checks both runs agree.
+fn replay(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
+    let run = || {
+        let mut store = MemoryStore::default();
+        let actions: Vec<Vec<Action>> = records
+            .iter()
+            .map(|record| apply(&mut store, record).expect("memory store never fails"))
+            .collect();
+        (store, actions)
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(
+        first, second,
+        "applying the same records must give the same result"
+    );
+    first
+}
+
+fn status(store: &MemoryStore, n: u128) -> InvocationStatus {
+    store
+        .status(id(n))
+        .expect("memory store never fails")
+        .expect("status present")
+}
+
+#[test]
+fn an_invocation_runs_to_completion_and_answers_its_caller() {
+    let records = [
+        invoke(1, 10),
+        effect(
+            1,
+            EffectKind::PinnedDeployment {
+                deployment_id: "dp_1x".into(),
+                protocol_version: 6,
+            },
+        ),
+        effect(1, output(b"\"Hello Ann\"")),
+        effect(1, EffectKind::End),
+    ];
+    let (store, actions) = replay(&records);
+    assert!(matches!(
+        &actions[0][..],
+        [Action::Invoke { invocation_id, .. }] if *invocation_id == id(1)
+    ));
+    let expected = InvocationResult::Success(Bytes::from_static(b"\"Hello Ann\""));
+    assert!(actions[3].contains(&Action::Respond {
+        sink: ResponseSink::Ingress { request_id: 10 },
+        invocation_id: id(1),
+        result: expected.clone(),
+    }));
+    assert!(matches!(
+        status(&store, 1),
+        InvocationStatus::Completed { result, .. } if result == expected
+    ));
+    assert!(
+        store.journals.is_empty(),
+        "the journal goes with completion"
+    );
+}
+
+#[test]
+fn the_input_is_journal_entry_zero() {
+    let (store, _) = replay(&[invoke(1, 10)]);
+    let input = store.journal_entry(id(1), 0).expect("ok").expect("present");
+    assert_eq!(input.ty, MessageType::InputCommand.id());
+    let decoded = proto::InputCommandMessage::decode(input.payload).expect("decodes");
+    assert_eq!(
+        decoded.value.map(|v| v.content),
+        Some(Bytes::from_static(b"\"Ann\""))
+    );
+    assert_eq!(decoded.headers[0].key, "x-test");
+    match status(&store, 1) {
+        InvocationStatus::Invoked(in_flight) => assert_eq!(in_flight.journal_length, 1),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_result_is_journaled_before_it_is_sent_and_only_once() {
+    let records = [
+        invoke(1, 10),
+        effect(1, run_command(1)),
+        effect(
+            1,
+            EffectKind::RunProposal {
+                completion_id: 1,
+                result: InvocationResult::Success(Bytes::from_static(b"42")),
+            },
+        ),
+        // A duplicate proposal (e.g. a retried attempt racing) changes nothing.
+        effect(
+            1,
+            EffectKind::RunProposal {
+                completion_id: 1,
+                result: InvocationResult::Success(Bytes::from_static(b"43")),
+            },
+        ),
+    ];
+    let (store, actions) = replay(&records);
+    let [
+        Action::Notify {
+            entry_index, entry, ..
+        },
+    ] = &actions[2][..]
+    else {
+        panic!("expected one notify, got {:?}", actions[2]);
+    };
+    assert_eq!(*entry_index, 2, "input, run command, then the notification");
+    assert_eq!(
+        store.journal_entry(id(1), 2).expect("ok").as_ref(),
+        Some(entry),
+        "what is sent is what is stored"
+    );
+    let notification = proto::NotificationTemplate::decode(entry.payload.clone()).expect("decodes");
+    assert_eq!(
+        notification.id,
+        Some(notification_template::Id::CompletionId(1))
+    );
+    assert_eq!(
+        notification.result,
+        Some(notification_template::Result::Value(proto::Value {
+            content: Bytes::from_static(b"42")
+        }))
+    );
+    assert!(actions[3].is_empty());
+    assert_eq!(store.journals.len(), 3);
+}
+
+#[test]
+fn suspension_waits_for_a_completion_unless_it_is_already_there() {
+    // Waiting on a completion that exists: resume at once.
+    let (store, actions) = replay(&[
+        invoke(1, 10),
+        effect(1, run_command(1)),
+        effect(
+            1,
+            EffectKind::RunProposal {
+                completion_id: 1,
+                result: InvocationResult::Success(Bytes::from_static(b"1")),
+            },
+        ),
+        effect(
+            1,
+            EffectKind::Suspended {
+                waiting_completions: vec![1],
+                waiting_signals: vec![1],
+                waiting_named_signals: vec![],
+            },
+        ),
+    ]);
+    assert!(matches!(&actions[3][..], [Action::Invoke { .. }]));
+    assert!(matches!(status(&store, 1), InvocationStatus::Invoked(_)));
+
+    // Waiting on one that does not exist yet: suspended, and a stale effect changes nothing.
+    let (store, actions) = replay(&[
+        invoke(2, 11),
+        effect(
+            2,
+            EffectKind::Suspended {
+                waiting_completions: vec![5],
+                waiting_signals: vec![1],
+                waiting_named_signals: vec![],
+            },
+        ),
+        effect(2, output(b"late")),
+    ]);
+    assert!(actions[1].is_empty());
+    assert!(actions[2].is_empty(), "no attempt runs while suspended");
+    match status(&store, 2) {
+        InvocationStatus::Suspended { waiting, in_flight } => {
+            assert_eq!(waiting.completions, [5]);
+            assert_eq!(in_flight.journal_length, 1);
+            assert_eq!(in_flight.output, None);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn failures_are_recorded_and_giving_up_completes_with_the_error() {
+    let (store, actions) = replay(&[
+        invoke(1, 10),
+        effect(
+            1,
+            EffectKind::AttemptFailed {
+                code: 500,
+                message: "connection refused".into(),
+            },
+        ),
+    ]);
+    assert!(actions[1].is_empty(), "the invoker retries by itself");
+    match status(&store, 1) {
+        InvocationStatus::Invoked(in_flight) => assert_eq!(
+            in_flight.last_failure.as_deref(),
+            Some("[500] connection refused")
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let (store, actions) = replay(&[
+        invoke(1, 10),
+        effect(
+            1,
+            EffectKind::GaveUp {
+                code: 500,
+                message: "retries exhausted".into(),
+            },
+        ),
+    ]);
+    assert!(actions[1].contains(&Action::AbortAttempt {
+        invocation_id: id(1)
+    }));
+    assert!(matches!(
+        status(&store, 1),
+        InvocationStatus::Completed {
+            result: InvocationResult::Failure { code: 500, .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_terminal_failure_in_the_output_is_the_result() {
+    let failure = command(
+        MessageType::OutputCommand,
+        &proto::OutputCommandMessage {
+            result: Some(output_command_message::Result::Failure(proto::Failure {
+                code: 418,
+                message: "teapot".into(),
+                metadata: vec![],
+            })),
+            name: String::new(),
+        },
+    );
+    let (store, _) = replay(&[
+        invoke(1, 10),
+        effect(1, failure),
+        effect(1, EffectKind::End),
+    ]);
+    assert!(matches!(
+        status(&store, 1),
+        InvocationStatus::Completed { result: InvocationResult::Failure { code: 418, message }, .. }
+            if message == "teapot"
+    ));
+    // Ending without any output is a failure, not a silent empty success.
+    let (store, _) = replay(&[invoke(2, 10), effect(2, EffectKind::End)]);
+    assert!(matches!(
+        status(&store, 2),
+        InvocationStatus::Completed {
+            result: InvocationResult::Failure { code: 500, .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn duplicates_join_or_answer_and_nonsense_is_ignored() {
+    let (store, actions) = replay(&[
+        invoke(1, 10),
+        invoke(1, 11),
+        effect(1, output(b"1")),
+        effect(1, EffectKind::End),
+        invoke(1, 12),
+    ]);
+    assert!(
+        actions[1].is_empty(),
+        "the duplicate joins the running invocation"
+    );
+    let responded: Vec<u64> = actions[3]
+        .iter()
+        .filter_map(|a| match a {
+            Action::Respond {
+                sink: ResponseSink::Ingress { request_id },
+                ..
+            } => Some(*request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responded, [10, 11]);
+    assert!(
+        matches!(
+            &actions[4][..],
+            [Action::Respond {
+                sink: ResponseSink::Ingress { request_id: 12 },
+                ..
+            }]
+        ),
+        "a completed invocation answers at once: {:?}",
+        actions[4]
+    );
+
+    let notification_as_command = EffectKind::JournalEntry(StoredFrame {
+        ty: MessageType::SleepCompletionNotification.id(),
+        payload: Bytes::new(),
+    });
+    let unknown_type = EffectKind::JournalEntry(StoredFrame {
+        ty: 0x0123,
+        payload: Bytes::new(),
+    });
+    let (after, actions) = replay(&[
+        invoke(2, 10),
+        effect(2, notification_as_command),
+        effect(2, unknown_type),
+        effect(99, EffectKind::End),
+    ]);
+    assert!(actions.iter().skip(1).all(Vec::is_empty));
+    match status(&after, 2) {
+        InvocationStatus::Invoked(in_flight) => assert_eq!(in_flight.journal_length, 1),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(store.statuses.len() == 1 && after.statuses.len() == 1);
+}
