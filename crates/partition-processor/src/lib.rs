@@ -3,11 +3,13 @@
 //! invocation status and journal for now; state, inbox, timers, outbox, promises and dedup
 //! come with the issues that need them) and emits [`Action`]s that only the leader carries out.
 //!
-//! This crate is the core without IO. Running it as the state machine of the partition's raft
-//! group over RocksDB, and the leader's actuators, are built around it.
+//! The tables live in RocksDB ([`RocksDbStore`], one synced batch per commit) or in memory
+//! ([`MemoryStore`], the model the RocksDB tables are tested against). Running the state
+//! machine inside the partition's raft group, and the leader's actuators, are built around it.
 
 mod action;
 mod record;
+mod rocksdb_store;
 mod state_machine;
 mod status;
 mod storage;
@@ -17,6 +19,7 @@ pub use record::{
     EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
     ServiceInvocation, StoredFrame,
 };
+pub use rocksdb_store::{RocksDbStore, Transaction};
 pub use state_machine::apply;
 pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
 pub use storage::{MemoryStore, PartitionStore, StorageError};

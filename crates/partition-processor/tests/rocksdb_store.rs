@@ -1,0 +1,182 @@
+//! The RocksDB tables against the in-memory model: the same records must give the same actions
+//! and the same tables, whether each record commits alone or many share one batch, and the
+//! tables must read back the same after the database is reopened.
+
+use bytes::Bytes;
+use prost::Message;
+use reprise_partition_processor::{
+    Action, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, MemoryStore,
+    PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation, StoredFrame, apply,
+};
+use reprise_service_protocol::MessageType;
+use reprise_service_protocol::proto;
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+
+fn id(n: u128) -> InvocationId {
+    InvocationId::new(PartitionKey::new(u64::MAX - 3), n)
+}
+
+fn invoke(n: u128) -> Record {
+    Record::Invoke(ServiceInvocation {
+        invocation_id: id(n),
+        target: InvocationTarget {
+            service: "Counter".into(),
+            handler: "add".into(),
+            key: Some(format!("key-{n}")),
+        },
+        argument: Bytes::from(n.to_string()),
+        headers: vec![],
+        response_sink: Some(ResponseSink::Ingress {
+            request_id: n as u64,
+        }),
+        created_at: MillisSinceEpoch::new(5),
+    })
+}
+
+fn effect(n: u128, kind: EffectKind) -> Record {
+    Record::Effect(InvokerEffect {
+        invocation_id: id(n),
+        kind,
+    })
+}
+
+fn entry(ty: MessageType, message: &impl Message) -> EffectKind {
+    EffectKind::JournalEntry(StoredFrame {
+        ty: ty.id(),
+        payload: message.encode_to_vec().into(),
+    })
+}
+
+/// A mix of everything the state machine does, interleaved across invocations.
+fn scenario() -> Vec<Record> {
+    let run = |c| {
+        entry(
+            MessageType::RunCommand,
+            &proto::RunCommandMessage {
+                result_completion_id: c,
+                name: String::new(),
+            },
+        )
+    };
+    let output = entry(
+        MessageType::OutputCommand,
+        &proto::OutputCommandMessage {
+            result: Some(proto::output_command_message::Result::Value(proto::Value {
+                content: Bytes::from_static(b"done"),
+            })),
+            name: String::new(),
+        },
+    );
+    let proposal = |c| EffectKind::RunProposal {
+        completion_id: c,
+        result: InvocationResult::Success(Bytes::from(format!("result-{c}"))),
+    };
+    vec![
+        invoke(1),
+        invoke(2),
+        invoke(3),
+        effect(1, run(1)),
+        effect(2, run(1)),
+        effect(1, proposal(1)),
+        effect(
+            2,
+            EffectKind::Suspended {
+                waiting_completions: vec![1],
+                waiting_signals: vec![],
+                waiting_named_signals: vec![],
+            },
+        ),
+        effect(1, run(2)),
+        effect(1, proposal(2)),
+        effect(1, output.clone()),
+        effect(1, EffectKind::End),
+        effect(
+            3,
+            EffectKind::AttemptFailed {
+                code: 503,
+                message: "unavailable".into(),
+            },
+        ),
+        effect(
+            3,
+            EffectKind::GaveUp {
+                code: 503,
+                message: "gave up".into(),
+            },
+        ),
+        invoke(1),
+        invoke(4),
+        effect(4, output),
+    ]
+}
+
+fn model(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
+    let mut store = MemoryStore::default();
+    let actions = records
+        .iter()
+        .map(|r| apply(&mut store, r).expect("memory never fails"))
+        .collect();
+    (store, actions)
+}
+
+#[test]
+fn matches_the_model_one_commit_per_record_and_after_reopening() {
+    let records = scenario();
+    let (expected, expected_actions) = model(&records);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    {
+        let store = RocksDbStore::open(tmp.path()).expect("open");
+        let mut actions = Vec::new();
+        for record in &records {
+            let mut txn = store.transaction();
+            actions.push(apply(&mut txn, record).expect("apply"));
+            txn.commit().expect("commit");
+        }
+        assert_eq!(actions, expected_actions);
+        assert_eq!(store.to_memory().expect("dump"), expected);
+    }
+    let reopened = RocksDbStore::open(tmp.path()).expect("reopen");
+    assert_eq!(reopened.to_memory().expect("dump"), expected);
+}
+
+#[test]
+fn matches_the_model_when_records_share_one_batch() {
+    let records = scenario();
+    let (expected, expected_actions) = model(&records);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = RocksDbStore::open(tmp.path()).expect("open");
+    let mut txn = store.transaction();
+    let actions: Vec<Vec<Action>> = records
+        .iter()
+        .map(|r| apply(&mut txn, r).expect("apply"))
+        .collect();
+    assert_eq!(
+        actions, expected_actions,
+        "reads see the batch's own writes"
+    );
+    assert!(
+        store.to_memory().expect("dump").statuses.is_empty(),
+        "nothing is visible before commit"
+    );
+    txn.commit().expect("commit");
+    assert_eq!(store.to_memory().expect("dump"), expected);
+    // Reads outside a batch go to the tables.
+    let txn = store.transaction();
+    assert_eq!(
+        txn.journal_entry(id(4), 1).expect("read"),
+        expected.journals.get(&(id(4), 1)).cloned()
+    );
+}
+
+#[test]
+fn an_uncommitted_batch_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    {
+        let store = RocksDbStore::open(tmp.path()).expect("open");
+        let mut txn = store.transaction();
+        apply(&mut txn, &invoke(1)).expect("apply");
+        // Dropped without commit, as when the node crashes mid-batch.
+    }
+    let store = RocksDbStore::open(tmp.path()).expect("reopen");
+    assert_eq!(store.to_memory().expect("dump"), MemoryStore::default());
+}
