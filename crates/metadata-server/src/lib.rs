@@ -31,6 +31,14 @@ use network::SingleMemberNetwork;
 use state_machine::{CF_KV, CF_SM, SharedState, StateMachine};
 pub use types::{Command, CommandResponse, Precondition, Version, VersionedValue};
 
+/// Result of the raft storage traits, whose error type openraft fixes.
+pub(crate) type StorageResult<T> = Result<T, openraft::StorageError<u64>>;
+
+/// Wraps an IO failure of the raft storage in openraft's error type.
+pub(crate) fn storage_io(err: openraft::StorageIOError<u64>) -> openraft::StorageError<u64> {
+    openraft::StorageError::IO { source: err }
+}
+
 /// How long a client call waits for the group to have a leader (after a start, an election).
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 

@@ -10,14 +10,13 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
-};
+use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::TypeConfig;
+use crate::{StorageResult, storage_io as io};
 
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_RAFT: &str = "raft";
@@ -26,16 +25,10 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last-purged";
 
-type StorageResult<T> = Result<T, StorageError<u64>>;
-
 /// Cheap to clone: clones share the database, and each serves as a log reader.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-}
-
-fn io(err: StorageIOError<u64>) -> StorageError<u64> {
-    StorageError::IO { source: err }
 }
 
 fn synced() -> WriteOptions {

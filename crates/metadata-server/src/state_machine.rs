@@ -15,14 +15,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
 };
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::types::{Command, CommandResponse, Precondition, TypeConfig, Version, VersionedValue};
+use crate::{StorageResult, storage_io as io};
 
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_SM: &str = "sm";
@@ -31,12 +32,7 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
-type StorageResult<T> = Result<T, StorageError<u64>>;
 type Membership = StoredMembership<u64, openraft::BasicNode>;
-
-fn io(err: StorageIOError<u64>) -> StorageError<u64> {
-    StorageError::IO { source: err }
-}
 
 /// The applied key-value map, readable outside the raft task, with per-key watchers.
 #[derive(Default)]

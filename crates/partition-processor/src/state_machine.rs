@@ -112,6 +112,17 @@ fn apply_effect<S: PartitionStore>(
         warn!(invocation = %id, "effect for an unknown invocation; ignored");
         return Ok(Vec::new());
     };
+    // Giving up ends a running or a suspended invocation alike.
+    if let EffectKind::GaveUp { code, message } = &effect.kind
+        && let InvocationStatus::Invoked(in_flight) | InvocationStatus::Suspended { in_flight, .. } =
+            status
+    {
+        let result = InvocationResult::Failure {
+            code: *code,
+            message: message.clone(),
+        };
+        return complete(store, id, in_flight, result);
+    }
     match (status, &effect.kind) {
         (InvocationStatus::Invoked(mut in_flight), kind) => match kind {
             EffectKind::PinnedDeployment {
@@ -159,21 +170,8 @@ fn apply_effect<S: PartitionStore>(
                 store.put_status(id, InvocationStatus::Invoked(in_flight))?;
                 Ok(Vec::new())
             }
-            EffectKind::GaveUp { code, message } => {
-                let result = InvocationResult::Failure {
-                    code: *code,
-                    message: message.clone(),
-                };
-                complete(store, id, in_flight, result)
-            }
+            EffectKind::GaveUp { .. } => Ok(Vec::new()),
         },
-        (InvocationStatus::Suspended { in_flight, .. }, EffectKind::GaveUp { code, message }) => {
-            let result = InvocationResult::Failure {
-                code: *code,
-                message: message.clone(),
-            };
-            complete(store, id, in_flight, result)
-        }
         (status, kind) => {
             debug!(invocation = %id, ?kind, state = state_name(&status), "stale effect; ignored");
             Ok(Vec::new())
