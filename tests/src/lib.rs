@@ -115,12 +115,7 @@ impl NodeSpec {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        // The server refuses unknown REPRISE_* variables: pass only the ones meant for it.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("REPRISE_") || key == "RUST_LOG" {
-                command.env_remove(key);
-            }
-        }
+        clear_inherited_config(&mut command);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().context("spawning reprise-server")?;
         Ok(ServerProcess {
@@ -293,6 +288,32 @@ impl TestServices {
     }
 }
 
+/// Polls `check` until it returns true, failing with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within {timeout:?}");
+        }
+        sleep(POLL).await;
+    }
+    Ok(())
+}
+
+/// The server refuses unknown `REPRISE_*` variables, and the test's own environment must not
+/// configure it: only what a test sets explicitly reaches the server.
+fn clear_inherited_config(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REPRISE_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+}
+
 /// Runs `reprise-server` with the given flags and environment to completion (for commands
 /// such as `--dump-config`, or starts that must fail) and returns its exit status and output.
 pub async fn run_to_exit(
@@ -306,11 +327,7 @@ pub async fn run_to_exit(
         .current_dir(cwd)
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("REPRISE_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
+    clear_inherited_config(&mut command);
     command.envs(env.iter().copied());
     let output = tokio::time::timeout(READY_TIMEOUT, command.output())
         .await

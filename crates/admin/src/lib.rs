@@ -132,11 +132,15 @@ async fn register_deployment(
         let outcome = schema.register(registration)?;
         (outcome, schema)
     } else {
-        let outcome = state
+        // The schema as written, not re-read: a concurrent change must not make the
+        // deployment we just registered look missing.
+        state
             .schema
-            .update(|schema| schema.register(registration.clone()))
-            .await?;
-        (outcome, state.schema.load().await?)
+            .update(|schema| {
+                let outcome = schema.register(registration.clone())?;
+                Ok::<_, SchemaError>((outcome, schema.clone()))
+            })
+            .await?
     };
     let id = outcome.id();
     info!(deployment = %id, uri = %request.uri, ?services, ?outcome, dry_run = request.dry_run, "deployment registered");

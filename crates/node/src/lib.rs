@@ -207,8 +207,9 @@ impl Node {
         // The shutdown budget: in-flight requests get three quarters of `shutdown-timeout`
         // and are abandoned after that (they are the caller's to retry; nothing acknowledged
         // is lost), which leaves the rest for closing storage within the timeout.
-        info!("stopping");
+        // State first, then the log line: whoever sees "stopping" also sees the 503.
         health.set(NodeStatus::Stopping);
+        info!("stopping");
         let started = Instant::now();
         let budget = config.shutdown_timeout.as_duration();
         let within_budget = |share: f64| {
