@@ -5,16 +5,16 @@ use std::sync::Arc;
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
-use crate::log_store::LogStore;
+use reprise_raft_storage::LogStore;
 use crate::state_machine::{SharedState, StateMachine};
 use crate::types::TypeConfig;
 
 struct TempStore;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStore {
+impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, tempfile::TempDir> for TempStore {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+    ) -> Result<(tempfile::TempDir, LogStore<TypeConfig>, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::IO {
             source: openraft::StorageIOError::write(&e),
         })?;
@@ -22,7 +22,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Tem
             source: openraft::StorageIOError::write(&e),
         })?);
         let machine = StateMachine::open(db.clone(), Arc::new(SharedState::default()))?;
-        Ok((dir, LogStore::new(db), machine))
+        Ok((dir, crate::log_store(db), machine))
     }
 }
 

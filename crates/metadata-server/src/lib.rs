@@ -10,8 +10,6 @@
 
 #[cfg(test)]
 mod conformance;
-mod log_store;
-mod network;
 mod state_machine;
 pub mod types;
 
@@ -26,17 +24,25 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 use tokio::sync::watch;
 
-use log_store::{CF_LOGS, CF_RAFT, LogStore};
-use network::SingleMemberNetwork;
+use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork};
 use state_machine::{CF_KV, CF_SM, SharedState, StateMachine};
 pub use types::{Command, CommandResponse, Precondition, Version, VersionedValue};
 
-/// Result of the raft storage traits, whose error type openraft fixes.
-pub(crate) type StorageResult<T> = Result<T, openraft::StorageError<u64>>;
+pub(crate) use reprise_raft_storage::{StorageResult, storage_io};
 
-/// Wraps an IO failure of the raft storage in openraft's error type.
-pub(crate) fn storage_io(err: openraft::StorageIOError<u64>) -> openraft::StorageError<u64> {
-    openraft::StorageError::IO { source: err }
+const CF_LOGS: &str = "logs";
+const CF_RAFT: &str = "raft";
+
+/// The metadata group has its column families to itself: no key prefix.
+pub(crate) fn log_store(db: Arc<DB>) -> LogStore<types::TypeConfig> {
+    LogStore::new(
+        db,
+        LogStoreConfig {
+            log_cf: CF_LOGS,
+            raft_cf: CF_RAFT,
+            prefix: Vec::new(),
+        },
+    )
 }
 
 /// How long a client call waits for the group to have a leader (after a start, an election).
@@ -95,7 +101,7 @@ impl MetadataServer {
         let shared = Arc::new(SharedState::default());
         let state_machine = StateMachine::open(db.clone(), shared.clone())
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
-        let log_store = LogStore::new(db.clone());
+        let log_store = log_store(db.clone());
 
         let config = openraft::Config {
             cluster_name: options.cluster_name.clone(),
@@ -111,7 +117,7 @@ impl MetadataServer {
         let raft = Raft::new(
             options.member_id,
             Arc::new(config),
-            SingleMemberNetwork,
+            SingleMemberNetwork::new("metadata"),
             log_store,
             state_machine,
         )

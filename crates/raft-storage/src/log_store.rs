@@ -1,45 +1,65 @@
-//! The raft log of the metadata group in RocksDB: entries under their index (big-endian, so
-//! iteration is in log order) in the `logs` column family; the vote, the committed log id and
-//! the last purged log id in `raft`. Every write is synced before openraft is told it is done.
-
-// openraft's storage traits fix `StorageError` as the error type; our helpers return it too.
-#![allow(clippy::result_large_err)]
+//! A raft group's log in RocksDB: entries under `prefix ‖ index` (big-endian, so iteration is in
+//! log order) in the log column family; the vote, the committed log id and the last purged log
+//! id under `prefix ‖ name` in the raft column family. Every write is synced before openraft is
+//! told it is done, and everything openraft appends at once goes in one synced batch.
 
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
+use openraft::{
+    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote,
+};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::TypeConfig;
-use crate::{StorageResult, storage_io as io};
-
-pub(crate) const CF_LOGS: &str = "logs";
-pub(crate) const CF_RAFT: &str = "raft";
+use crate::{StorageResult, storage_io as io, synced};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last-purged";
 
+/// Where in the database a group keeps its log.
+#[derive(Debug, Clone)]
+pub struct LogStoreConfig {
+    /// Column family of the entries.
+    pub log_cf: &'static str,
+    /// Column family of the vote, commit point and purge point.
+    pub raft_cf: &'static str,
+    /// Prefix of every key this group writes; empty when the group has the families alone.
+    pub prefix: Vec<u8>,
+}
+
 /// Cheap to clone: clones share the database, and each serves as a log reader.
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<C> {
     db: Arc<DB>,
+    config: Arc<LogStoreConfig>,
+    _types: PhantomData<fn() -> C>,
 }
 
-fn synced() -> WriteOptions {
-    let mut options = WriteOptions::default();
-    options.set_sync(true);
-    options
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            config: self.config.clone(),
+            _types: PhantomData,
+        }
+    }
 }
 
-impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
+    pub fn new(db: Arc<DB>, config: LogStoreConfig) -> Self {
+        Self {
+            db,
+            config: Arc::new(config),
+            _types: PhantomData,
+        }
     }
 
     fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
@@ -50,10 +70,21 @@ impl LogStore {
         })
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
+    fn key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.config.prefix.len() + suffix.len());
+        key.extend_from_slice(&self.config.prefix);
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    fn entry_key(&self, index: u64) -> Vec<u8> {
+        self.key(&index.to_be_bytes())
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, name: &[u8]) -> StorageResult<Option<T>> {
         let bytes = self
             .db
-            .get_cf(self.cf(CF_RAFT)?, key)
+            .get_cf(self.cf(self.config.raft_cf)?, self.key(name))
             .map_err(|e| io(StorageIOError::read(&e)))?;
         bytes
             .map(|bytes| serde_json::from_slice(&bytes))
@@ -61,20 +92,38 @@ impl LogStore {
             .map_err(|e| io(StorageIOError::read(&e)))
     }
 
-    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> StorageResult<()> {
+    fn put_meta<T: Serialize>(&self, name: &[u8], value: &T) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| io(StorageIOError::write(&e)))?;
         self.db
-            .put_cf_opt(self.cf(CF_RAFT)?, key, bytes, &synced())
+            .put_cf_opt(self.cf(self.config.raft_cf)?, self.key(name), bytes, &synced())
             .map_err(|e| io(StorageIOError::write(&e)))
     }
 
+    /// The index of a key of this group's entries, or `None` past the group's prefix.
+    fn index_of(&self, key: &[u8]) -> StorageResult<Option<u64>> {
+        let Some(suffix) = key.strip_prefix(self.config.prefix.as_slice()) else {
+            return Ok(None);
+        };
+        <[u8; 8]>::try_from(suffix)
+            .map(|bytes| Some(u64::from_be_bytes(bytes)))
+            .map_err(|e| io(StorageIOError::read_logs(&e)))
+    }
+
     fn last_entry_id(&self) -> StorageResult<Option<LogId<u64>>> {
-        let mut iter = self.db.iterator_cf(self.cf(CF_LOGS)?, IteratorMode::End);
+        // The last key of this group: seek backwards from the largest possible index.
+        let end = self.entry_key(u64::MAX);
+        let mut iter = self.db.iterator_cf(
+            self.cf(self.config.log_cf)?,
+            IteratorMode::From(&end, Direction::Reverse),
+        );
         match iter.next() {
             None => Ok(None),
             Some(item) => {
-                let (_, value) = item.map_err(|e| io(StorageIOError::read_logs(&e)))?;
-                let entry: Entry<TypeConfig> = serde_json::from_slice(&value)
+                let (key, value) = item.map_err(|e| io(StorageIOError::read_logs(&e)))?;
+                if self.index_of(&key)?.is_none() {
+                    return Ok(None);
+                }
+                let entry: Entry<C> = serde_json::from_slice(&value)
                     .map_err(|e| io(StorageIOError::read_logs(&e)))?;
                 Ok(Some(*entry.get_log_id()))
             }
@@ -84,33 +133,41 @@ impl LogStore {
     /// Deletes the entries with index in `[from, to)`.
     fn delete_range(&self, from: u64, to: u64) -> StorageResult<()> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_LOGS)?, from.to_be_bytes(), to.to_be_bytes());
+        batch.delete_range_cf(
+            self.cf(self.config.log_cf)?,
+            self.entry_key(from),
+            self.entry_key(to),
+        );
         self.db
             .write_opt(batch, &synced())
             .map_err(|e| io(StorageIOError::write_logs(&e)))
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+    ) -> StorageResult<Vec<Entry<C>>> {
         let start = match range.start_bound() {
-            std::ops::Bound::Included(i) => *i,
-            std::ops::Bound::Excluded(i) => i.saturating_add(1),
-            std::ops::Bound::Unbounded => 0,
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
         let mut entries = Vec::new();
+        let from = self.entry_key(start);
         let iter = self.db.iterator_cf(
-            self.cf(CF_LOGS)?,
-            IteratorMode::From(&start.to_be_bytes(), Direction::Forward),
+            self.cf(self.config.log_cf)?,
+            IteratorMode::From(&from, Direction::Forward),
         );
         for item in iter {
             let (key, value) = item.map_err(|e| io(StorageIOError::read_logs(&e)))?;
-            let index = <[u8; 8]>::try_from(key.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|e| io(StorageIOError::read_logs(&e)))?;
+            let Some(index) = self.index_of(&key)? else {
+                break;
+            };
             if !range.contains(&index) {
                 break;
             }
@@ -122,10 +179,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+    async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
         let last_purged_log_id: Option<LogId<u64>> = self.get_meta(KEY_LAST_PURGED)?;
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
@@ -156,18 +216,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         // One synced batch for everything openraft hands us at once: group commit.
         let mut batch = WriteBatch::default();
-        let cf = self.cf(CF_LOGS)?;
+        let cf = self.cf(self.config.log_cf)?;
         for entry in entries {
             let bytes =
                 serde_json::to_vec(&entry).map_err(|e| io(StorageIOError::write_logs(&e)))?;
-            batch.put_cf(cf, entry.get_log_id().index.to_be_bytes(), bytes);
+            batch.put_cf(cf, self.entry_key(entry.get_log_id().index), bytes);
         }
         let result = self.db.write_opt(batch, &synced());
         let outcome = result

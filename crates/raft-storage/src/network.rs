@@ -2,44 +2,68 @@
 //! asks for one (it would mean a membership with peers), the peer is reported unreachable.
 //! The multi-node issue replaces this with the node-to-node gRPC transport.
 
-use openraft::BasicNode;
+use std::marker::PhantomData;
+
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, RaftTypeConfig};
 
-use crate::types::TypeConfig;
-
-#[derive(Clone, Default)]
-pub struct SingleMemberNetwork;
-
-pub struct NoPeer {
-    target: u64,
+/// The network factory of a group with one member; `group` names it in errors.
+pub struct SingleMemberNetwork<C> {
+    group: &'static str,
+    _types: PhantomData<fn() -> C>,
 }
 
-impl NoPeer {
+impl<C> SingleMemberNetwork<C> {
+    pub fn new(group: &'static str) -> Self {
+        Self {
+            group,
+            _types: PhantomData,
+        }
+    }
+}
+
+pub struct NoPeer<C> {
+    group: &'static str,
+    target: u64,
+    _types: PhantomData<fn() -> C>,
+}
+
+impl<C> NoPeer<C> {
     fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
         RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-            "metadata peer {} is unreachable: this node runs a single-member metadata group",
-            self.target
+            "{} peer {} is unreachable: this node runs a single-member group",
+            self.group, self.target
         ))))
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleMemberNetwork {
-    type Network = NoPeer;
+impl<C> RaftNetworkFactory<C> for SingleMemberNetwork<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
+{
+    type Network = NoPeer<C>;
 
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
-        NoPeer { target }
+        NoPeer {
+            group: self.group,
+            target,
+            _types: PhantomData,
+        }
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+impl<C> RaftNetwork<C> for NoPeer<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
+{
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
+        _rpc: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         Err(self.unreachable())
@@ -47,7 +71,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _rpc: InstallSnapshotRequest<C>,
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
