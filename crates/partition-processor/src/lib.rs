@@ -8,6 +8,10 @@
 //! machine inside the partition's raft group, and the leader's actuators, are built around it.
 
 mod action;
+#[cfg(test)]
+mod conformance;
+mod partition;
+mod raft;
 mod record;
 mod rocksdb_store;
 mod state_machine;
@@ -19,6 +23,8 @@ pub use record::{
     EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
     ServiceInvocation, StoredFrame,
 };
+pub use partition::{Partition, PartitionError, PartitionHandle, PartitionOptions, ProposeError};
+pub use raft::{PartitionTypes, RecordBatch};
 pub use rocksdb_store::{RocksDbStore, Transaction};
 pub use state_machine::apply;
 pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};

@@ -1,0 +1,344 @@
+//! A running partition: its raft group (log and state machine in the node's partition
+//! database), the proposer that turns proposals into log entries, and the leadership flag its
+//! actuators follow.
+//!
+//! Proposals are batched: everything waiting when the proposer wakes becomes one log entry, so
+//! under load many records share one append and one fsync. A proposal's [`Committed`] resolves
+//! once its entry is committed *and applied*, so whoever waits on it can read what it wrote.
+//! Proposals enqueued one after another from one task are applied in that order.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork};
+use reprise_types::{PartitionId, PartitionKey};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::action::Action;
+use crate::raft::{PartitionStateMachine, PartitionTypes, RecordBatch, key_prefix};
+use crate::record::Record;
+use crate::rocksdb_store::{CF_LOG, CF_RAFT, RocksDbStore};
+
+/// Most records in one log entry.
+const MAX_BATCH: usize = 256;
+/// Proposals waiting for the proposer; senders wait when it is full (backpressure).
+const QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("partition {partition}: {reason}")]
+    Start {
+        partition: PartitionId,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("partition {0} is not led by this node")]
+    NotLeader(PartitionId),
+    #[error("partition {partition} is unavailable: {reason}")]
+    Unavailable {
+        partition: PartitionId,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    pub id: PartitionId,
+    pub range: RangeInclusive<PartitionKey>,
+    /// This node's member id in the group.
+    pub member_id: u64,
+    pub address: String,
+    pub cluster_name: String,
+    pub store: RocksDbStore,
+}
+
+struct Proposal {
+    record: Record,
+    committed: oneshot::Sender<Result<(), ProposeError>>,
+}
+
+/// Resolves when a proposed record is committed and applied.
+pub struct Committed {
+    partition: PartitionId,
+    receiver: oneshot::Receiver<Result<(), ProposeError>>,
+}
+
+impl Committed {
+    pub async fn wait(self) -> Result<(), ProposeError> {
+        self.receiver
+            .await
+            .unwrap_or_else(|_| Err(stopped(self.partition)))
+    }
+}
+
+fn stopped(partition: PartitionId) -> ProposeError {
+    ProposeError::Unavailable {
+        partition,
+        reason: "the partition is stopping".to_owned(),
+    }
+}
+
+/// Proposes records to a partition and reads its committed rows. Cheap to clone.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    id: PartitionId,
+    range: RangeInclusive<PartitionKey>,
+    store: RocksDbStore,
+    proposals: mpsc::Sender<Proposal>,
+    leader: watch::Receiver<bool>,
+}
+
+impl PartitionHandle {
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    pub fn range(&self) -> RangeInclusive<PartitionKey> {
+        self.range.clone()
+    }
+
+    /// The committed rows, for reading (the invoker reads journals from here).
+    pub fn store(&self) -> &RocksDbStore {
+        &self.store
+    }
+
+    /// Follows whether this node leads the partition.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// Queues `record`; records queued one after another are applied in that order.
+    pub async fn enqueue(&self, record: Record) -> Result<Committed, ProposeError> {
+        let (committed, receiver) = oneshot::channel();
+        self.proposals
+            .send(Proposal { record, committed })
+            .await
+            .map_err(|_| stopped(self.id))?;
+        Ok(Committed {
+            partition: self.id,
+            receiver,
+        })
+    }
+
+    /// Proposes `record` and waits until it is committed and applied.
+    pub async fn propose(&self, record: Record) -> Result<(), ProposeError> {
+        self.enqueue(record).await?.wait().await
+    }
+
+    /// Waits (up to `timeout`) until this node leads the partition.
+    pub async fn wait_for_leadership(&self, timeout: Duration) -> Result<(), ProposeError> {
+        let mut leader = self.leader.clone();
+        match tokio::time::timeout(timeout, leader.wait_for(|leads| *leads)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(stopped(self.id)),
+            Err(_) => Err(ProposeError::NotLeader(self.id)),
+        }
+    }
+}
+
+/// A started partition. Stop it with [`Partition::shutdown`].
+pub struct Partition {
+    raft: Raft<PartitionTypes>,
+    handle: PartitionHandle,
+    actions: Option<mpsc::UnboundedReceiver<Vec<Action>>>,
+    proposer: JoinHandle<()>,
+    leadership: JoinHandle<()>,
+}
+
+impl Partition {
+    /// Opens the partition's group, makes this node its only member when it is new, and starts
+    /// proposing. Leadership follows within an election timeout.
+    pub async fn start(options: PartitionOptions) -> Result<Self, PartitionError> {
+        let id = options.id;
+        let failed = |reason: String| PartitionError::Start {
+            partition: id,
+            reason,
+        };
+        let (actions_tx, actions) = mpsc::unbounded_channel();
+        let machine = PartitionStateMachine::open(
+            options.store.clone(),
+            id,
+            options.range.clone(),
+            actions_tx,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let log_store = LogStore::<PartitionTypes>::new(
+            options.store.db(),
+            LogStoreConfig {
+                log_cf: CF_LOG,
+                raft_cf: CF_RAFT,
+                prefix: key_prefix(id),
+            },
+        );
+        let config = openraft::Config {
+            cluster_name: format!("{}-{}", options.cluster_name, id),
+            heartbeat_interval: 100,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| failed(format!("invalid raft configuration: {e}")))?;
+        let raft = Raft::new(
+            options.member_id,
+            Arc::new(config),
+            SingleMemberNetwork::new("partition"),
+            log_store,
+            machine,
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !initialized {
+            let members = BTreeMap::from([(
+                options.member_id,
+                BasicNode {
+                    addr: options.address.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            info!(partition = %id, "partition group created");
+        }
+
+        let (leader_tx, leader) = watch::channel(false);
+        let leadership = tokio::spawn(follow_leadership(
+            raft.clone(),
+            id,
+            options.member_id,
+            leader_tx,
+        ));
+        let (proposals, queue) = mpsc::channel(QUEUE);
+        let proposer = tokio::spawn(run_proposer(raft.clone(), id, queue));
+        Ok(Self {
+            raft,
+            handle: PartitionHandle {
+                id,
+                range: options.range,
+                store: options.store,
+                proposals,
+                leader,
+            },
+            actions: Some(actions),
+            proposer,
+            leadership,
+        })
+    }
+
+    pub fn handle(&self) -> PartitionHandle {
+        self.handle.clone()
+    }
+
+    /// The actions of applied records; taken once, by the partition's actuator.
+    pub fn take_actions(&mut self) -> Option<mpsc::UnboundedReceiver<Vec<Action>>> {
+        self.actions.take()
+    }
+
+    /// Stops proposing and stops the raft group. Pending proposals fail as unavailable.
+    pub async fn shutdown(self) -> Result<(), PartitionError> {
+        self.proposer.abort();
+        self.leadership.abort();
+        // Both tasks were aborted: their join result says only that.
+        let _ = self.proposer.await;
+        let _ = self.leadership.await;
+        let id = self.handle.id;
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| PartitionError::Start {
+                partition: id,
+                reason: format!("stopping the raft group: {e}"),
+            })
+    }
+}
+
+async fn follow_leadership(
+    raft: Raft<PartitionTypes>,
+    id: PartitionId,
+    member_id: u64,
+    leader: watch::Sender<bool>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let leads = {
+            let m = metrics.borrow_and_update();
+            m.state == ServerState::Leader && m.current_leader == Some(member_id)
+        };
+        if leader.send_replace(leads) != leads {
+            info!(partition = %id, leads, "partition leadership changed");
+        }
+        if metrics.changed().await.is_err() {
+            leader.send_replace(false);
+            return;
+        }
+    }
+}
+
+async fn run_proposer(
+    raft: Raft<PartitionTypes>,
+    id: PartitionId,
+    mut queue: mpsc::Receiver<Proposal>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = queue.recv() => {
+                let Some(first) = next else { break };
+                let mut records = vec![first.record];
+                let mut waiters = vec![first.committed];
+                while records.len() < MAX_BATCH {
+                    let Ok(more) = queue.try_recv() else { break };
+                    records.push(more.record);
+                    waiters.push(more.committed);
+                }
+                debug!(partition = %id, records = records.len(), "proposing");
+                match raft.client_write_ff(RecordBatch(records)).await {
+                    Ok(response) => in_flight.push(async move {
+                        let result = match response.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                                Err(ProposeError::NotLeader(id))
+                            }
+                            Ok(Err(err)) => Err(ProposeError::Unavailable {
+                                partition: id,
+                                reason: err.to_string(),
+                            }),
+                            Err(_) => Err(stopped(id)),
+                        };
+                        for waiter in waiters {
+                            // The proposer gave up waiting; the record still applies.
+                            let _ = waiter.send(result.clone());
+                        }
+                    }),
+                    Err(fatal) => {
+                        let err = ProposeError::Unavailable {
+                            partition: id,
+                            reason: fatal.to_string(),
+                        };
+                        for waiter in waiters {
+                            let _ = waiter.send(Err(err.clone()));
+                        }
+                    }
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
