@@ -23,7 +23,7 @@ pub use record::{
     EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
     ServiceInvocation, StoredFrame,
 };
-pub use partition::{Partition, PartitionError, PartitionHandle, PartitionOptions, ProposeError};
+pub use partition::{Committed, Partition, PartitionError, PartitionHandle, PartitionOptions, ProposeError};
 pub use raft::{PartitionTypes, RecordBatch};
 pub use rocksdb_store::{RocksDbStore, Transaction};
 pub use state_machine::apply;

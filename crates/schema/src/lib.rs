@@ -14,4 +14,4 @@ mod registry;
 mod store;
 
 pub use registry::{Deployment, RegisterOutcome, Registration, Schema, SchemaError, ServiceSchema};
-pub use store::{SchemaStore, StoreError};
+pub use store::{SchemaStore, SchemaView, StoreError};

@@ -2,8 +2,11 @@
 //! the current value, apply a change to a copy and write it back only if nobody wrote in
 //! between (compare-and-set on the version); a lost race is retried on the new value.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use reprise_metadata_server::{MetadataClient, MetadataError, Precondition};
+use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
 use crate::registry::Schema;
@@ -82,5 +85,41 @@ impl SchemaStore {
             }
         }
         Err(StoreError::Contended)
+    }
+}
+
+/// The schema as of the latest applied write, cached: reading it costs a version comparison
+/// unless the schema changed since the last read. Cheap to clone.
+#[derive(Clone)]
+pub struct SchemaView {
+    store: SchemaStore,
+    version: watch::Receiver<Option<u64>>,
+    cached: Arc<Mutex<(Option<u64>, Arc<Schema>)>>,
+}
+
+impl SchemaView {
+    pub fn new(store: SchemaStore) -> Self {
+        let version = store.metadata.watch(SchemaStore::KEY);
+        Self {
+            store,
+            version,
+            cached: Arc::new(Mutex::new((
+                None,
+                Arc::new(Schema::default()),
+            ))),
+        }
+    }
+
+    /// The current schema: reflects every registration acknowledged before the call.
+    pub async fn current(
+        &self,
+    ) -> Result<Arc<Schema>, StoreError<std::convert::Infallible>> {
+        let wanted = *self.version.borrow();
+        let mut cached = self.cached.lock().await;
+        if wanted.is_none() || cached.0 != wanted {
+            let (schema, version) = self.store.load_versioned().await?;
+            *cached = (version, Arc::new(schema));
+        }
+        Ok(cached.1.clone())
     }
 }

@@ -21,6 +21,9 @@ use reprise_service_protocol::{DISCOVER_ACCEPT, Endpoint, ManifestError, parse_m
 /// The body type of requests to deployments.
 pub type RequestBody = BoxBody<Bytes, std::io::Error>;
 
+/// Why a request to a deployment failed before a response arrived.
+pub type SendError = hyper_util::client::legacy::Error;
+
 /// Largest discovery response accepted.
 const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
 /// How much of an error response is quoted back.
@@ -103,7 +106,7 @@ impl ServiceClient {
     pub async fn send(
         &self,
         request: Request<RequestBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         if request.uri().scheme_str() == Some("https") {
             self.tls.request(request).await
         } else {

@@ -1,0 +1,496 @@
+//! One attempt of an invocation: one HTTP/2 request to the deployment. The request body is
+//! `StartMessage` and the stored journal, then (in bidirectional mode) every notification that
+//! commits while the attempt runs. The response is read frame by frame as it streams: commands
+//! and run results are proposed to the partition in the order they arrive, and the attempt ends
+//! with `End`, `Suspension`, `Error`, or a failure of the transport or the protocol.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use reprise_partition_processor::{
+    Committed, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, PartitionHandle,
+    Record, StoredFrame,
+};
+use reprise_schema::Deployment;
+use reprise_service_client::{RequestBody, SendError, ServiceClient, endpoint_path};
+use reprise_service_protocol::discovery::ProtocolMode;
+use reprise_service_protocol::proto::{self, propose_run_completion_message};
+use reprise_service_protocol::{Frame, FrameDecoder, MessageType, ServiceProtocolVersion};
+use reprise_types::InvocationId;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace};
+
+use crate::body::ChannelBody;
+use crate::{Config, Notification};
+
+/// Protocol violations, as the SDKs number them.
+const PROTOCOL_VIOLATION: u32 = 571;
+const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
+const INTERNAL: u32 = 500;
+
+/// Why an attempt failed; the invocation is retried.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) code: u32,
+    pub(crate) message: String,
+    /// The deployment asked for this delay before the next attempt.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+pub(crate) enum Outcome {
+    /// `End` was received and proposed.
+    Ended,
+    /// `Suspension` was received and proposed.
+    Suspended,
+    Failed(Failure),
+    /// The partition cannot take proposals (it stopped, or this node lost its leadership), or
+    /// the invoker asked the attempt to stop.
+    Stopped,
+}
+
+/// What an attempt did, besides how it ended.
+pub(crate) struct Report {
+    pub(crate) outcome: Outcome,
+    /// The last proposal: once committed, everything the attempt proposed is.
+    pub(crate) last_proposal: Option<Committed>,
+    /// The attempt journaled at least one new command.
+    pub(crate) made_progress: bool,
+}
+
+pub(crate) struct Attempt<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) client: &'a ServiceClient,
+    pub(crate) partition: &'a PartitionHandle,
+    pub(crate) invocation_id: InvocationId,
+    pub(crate) target: &'a InvocationTarget,
+    pub(crate) deployment: &'a Deployment,
+    pub(crate) version: ServiceProtocolVersion,
+    pub(crate) journal: Vec<StoredFrame>,
+    pub(crate) retry_count: u32,
+    pub(crate) since_last_stored: Duration,
+    pub(crate) inactivity_timeout: Duration,
+    pub(crate) abort_timeout: Duration,
+}
+
+impl Attempt<'_> {
+    pub(crate) async fn run(
+        self,
+        notifications: &mut mpsc::UnboundedReceiver<Notification>,
+        cancel: &CancellationToken,
+    ) -> Report {
+        let mut run = Running {
+            partition: self.partition,
+            invocation_id: self.invocation_id,
+            last_proposal: None,
+            made_progress: false,
+        };
+        let outcome = tokio::select! {
+            outcome = self.exchange(&mut run, notifications) => outcome,
+            _ = cancel.cancelled() => Outcome::Stopped,
+        };
+        Report {
+            outcome,
+            last_proposal: run.last_proposal,
+            made_progress: run.made_progress,
+        }
+    }
+
+    fn start_message(&self) -> Frame {
+        let id = self.invocation_id;
+        Frame::new(
+            MessageType::Start,
+            &proto::StartMessage {
+                id: Bytes::copy_from_slice(&id.to_bytes()),
+                debug_id: id.to_string(),
+                known_entries: u32::try_from(self.journal.len()).unwrap_or(u32::MAX),
+                state_map: Vec::new(),
+                partial_state: true,
+                key: self.target.key.clone().unwrap_or_default(),
+                retry_count_since_last_stored_entry: self.retry_count,
+                duration_since_last_stored_entry: u64::try_from(
+                    self.since_last_stored.as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+                // Stable for the invocation, so `ctx.rand()` replays the same numbers.
+                random_seed: random_seed(id),
+            },
+        )
+    }
+
+    fn request(&self, body: ChannelBody) -> Result<Request<RequestBody>, Failure> {
+        let base: http::Uri = self.deployment.uri.parse().map_err(|err| {
+            Failure::new(
+                INTERNAL,
+                format!("deployment URI `{}`: {err}", self.deployment.uri),
+            )
+        })?;
+        let suffix = format!("invoke/{}/{}", self.target.service, self.target.handler);
+        let uri = endpoint_path(&base, &suffix).ok_or_else(|| {
+            Failure::new(
+                INTERNAL,
+                format!("cannot build the invoke URI from `{}`", self.deployment.uri),
+            )
+        })?;
+        let content_type = HeaderValue::from_static(self.version.content_type());
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type.clone())
+            .header(header::ACCEPT, content_type)
+            .header("x-restate-invocation-id", self.invocation_id.to_string())
+            .header("x-restate-cluster-name", self.config.cluster_name.as_str());
+        if let Some(key) = &self.target.key {
+            request = request.header("x-restate-service-key", url_encode(key));
+        }
+        for (name, value) in &self.deployment.additional_headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) else {
+                continue;
+            };
+            request = request.header(name, value);
+        }
+        request
+            .body(BodyExt::boxed(body))
+            .map_err(|err| Failure::new(INTERNAL, format!("cannot build the request: {err}")))
+    }
+
+    async fn exchange(
+        &self,
+        run: &mut Running<'_>,
+        notifications: &mut mpsc::UnboundedReceiver<Notification>,
+    ) -> Outcome {
+        let known_entries = self.journal.len() as u32;
+        let (input, body) = mpsc::unbounded_channel();
+        let mut replay = BytesMut::new();
+        self.start_message().encode_into(&mut replay);
+        for entry in &self.journal {
+            match entry.to_frame() {
+                Some(frame) => frame.encode_into(&mut replay),
+                None => {
+                    return Outcome::Failed(Failure::new(
+                        INTERNAL,
+                        format!("the stored journal holds an unknown entry type {}", entry.ty),
+                    ));
+                }
+            }
+        }
+        // The receiver is in the request we are about to send; it cannot be gone yet.
+        let _ = input.send(replay.freeze());
+        let bidi = self.deployment.protocol_mode == ProtocolMode::BidiStream
+            && !self.inactivity_timeout.is_zero();
+        // In request/response mode the input ends with the replay; the deployment suspends
+        // when it needs anything new.
+        let mut input = bidi.then_some(input);
+
+        let request = match self.request(ChannelBody(body)) {
+            Ok(request) => request,
+            Err(failure) => return Outcome::Failed(failure),
+        };
+        let mut deadline = Instant::now() + self.abort_timeout;
+        let response = tokio::select! {
+            response = self.client.send(request) => response,
+            _ = sleep_until(deadline) => {
+                return Outcome::Failed(Failure::new(
+                    INTERNAL,
+                    format!("the deployment did not answer within {:?}", self.abort_timeout),
+                ));
+            }
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => return Outcome::Failed(Failure::new(INTERNAL, transport_error(&err))),
+        };
+        if let Err(failure) = self.check_head(&response) {
+            return Outcome::Failed(failure);
+        }
+
+        let mut body = response.into_body();
+        let mut decoder = FrameDecoder::new(self.config.message_size_limit);
+        let mut next_live = known_entries;
+        let mut last_activity = Instant::now();
+        if bidi {
+            deadline = last_activity + self.inactivity_timeout;
+        }
+        loop {
+            tokio::select! {
+                chunk = body.frame() => {
+                    let data = match chunk {
+                        None => {
+                            if let Err(err) = decoder.finish() {
+                                return Outcome::Failed(Failure::new(PROTOCOL_VIOLATION, err.to_string()));
+                            }
+                            return Outcome::Failed(Failure::new(
+                                INTERNAL,
+                                "the deployment closed the response without End, Suspension or Error",
+                            ));
+                        }
+                        Some(Err(err)) => {
+                            return Outcome::Failed(Failure::new(
+                                INTERNAL,
+                                format!("reading the response failed: {err}"),
+                            ));
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(_) => continue, // trailers carry nothing for us
+                        },
+                    };
+                    decoder.push(&data);
+                    last_activity = Instant::now();
+                    loop {
+                        let frame = match decoder.next_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(err) => {
+                                return Outcome::Failed(Failure::new(PROTOCOL_VIOLATION, err.to_string()));
+                            }
+                        };
+                        if let Some(outcome) = run.handle(frame).await {
+                            return outcome;
+                        }
+                    }
+                    deadline = if input.is_some() {
+                        last_activity + self.inactivity_timeout
+                    } else {
+                        last_activity + self.abort_timeout
+                    };
+                }
+                notification = notifications.recv(), if input.is_some() => {
+                    let Some(notification) = notification else {
+                        return Outcome::Stopped;
+                    };
+                    // Entries below `next_live` were replayed with the journal.
+                    if notification.entry_index < next_live {
+                        continue;
+                    }
+                    next_live = notification.entry_index + 1;
+                    let Some(frame) = notification.entry.to_frame() else { continue };
+                    trace!(invocation = %self.invocation_id, ty = %frame.ty, "sending notification");
+                    if let Some(sender) = &input
+                        && sender.send(frame.encode()).is_err()
+                    {
+                        input = None;
+                    }
+                    last_activity = Instant::now();
+                    deadline = last_activity + self.inactivity_timeout;
+                }
+                _ = sleep_until(deadline) => {
+                    if input.take().is_some() {
+                        // Inactive: close the input, so the deployment suspends or finishes.
+                        debug!(invocation = %self.invocation_id, "inactivity timeout: closing the input");
+                        deadline = Instant::now() + self.abort_timeout;
+                    } else {
+                        return Outcome::Failed(Failure::new(
+                            INTERNAL,
+                            format!("the deployment was silent for {:?}; attempt aborted", self.abort_timeout),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_head(&self, response: &http::Response<hyper::body::Incoming>) -> Result<(), Failure> {
+        let status = response.status();
+        if !status.is_success() {
+            let what = match status {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => format!(
+                    "the deployment does not speak protocol {} (HTTP 415)",
+                    self.version
+                ),
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    format!("the deployment is unavailable (HTTP {status})")
+                }
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                    format!("the deployment is overloaded (HTTP {status})")
+                }
+                _ => format!("the deployment answered HTTP {status}"),
+            };
+            let mut failure = Failure::new(u32::from(status.as_u16()), what);
+            failure.retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(failure);
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type != self.version.content_type() {
+            return Err(Failure::new(
+                UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the deployment answered with content-type `{content_type}`, expected `{}`",
+                    self.version.content_type()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Proposes what the deployment sends, in order.
+struct Running<'a> {
+    partition: &'a PartitionHandle,
+    invocation_id: InvocationId,
+    last_proposal: Option<Committed>,
+    made_progress: bool,
+}
+
+impl Running<'_> {
+    async fn propose(&mut self, kind: EffectKind) -> Result<(), ()> {
+        let record = Record::Effect(InvokerEffect {
+            invocation_id: self.invocation_id,
+            kind,
+        });
+        match self.partition.enqueue(record).await {
+            Ok(committed) => {
+                self.last_proposal = Some(committed);
+                Ok(())
+            }
+            Err(err) => {
+                debug!(invocation = %self.invocation_id, %err, "cannot propose; stopping the attempt");
+                Err(())
+            }
+        }
+    }
+
+    /// Handles one frame from the deployment; `Some` ends the attempt.
+    async fn handle(&mut self, frame: Frame) -> Option<Outcome> {
+        let violation = |message: String| {
+            Some(Outcome::Failed(Failure::new(PROTOCOL_VIOLATION, message)))
+        };
+        let ty = frame.ty;
+        trace!(invocation = %self.invocation_id, %ty, "received");
+        let proposed = match ty {
+            MessageType::InputCommand => {
+                return violation("the deployment sent an input command".into());
+            }
+            ty if ty.is_command() || ty.is_custom() => {
+                self.made_progress = true;
+                self.propose(EffectKind::JournalEntry(StoredFrame::from(&frame)))
+                    .await
+            }
+            MessageType::ProposeRunCompletion => {
+                let message: proto::ProposeRunCompletionMessage = match frame.decode() {
+                    Ok(message) => message,
+                    Err(err) => return violation(err.to_string()),
+                };
+                let result = match message.result {
+                    Some(propose_run_completion_message::Result::Value(value)) => {
+                        InvocationResult::Success(value)
+                    }
+                    Some(propose_run_completion_message::Result::Failure(failure)) => {
+                        InvocationResult::Failure {
+                            code: failure.code,
+                            message: failure.message,
+                        }
+                    }
+                    None => return violation("a run completion without a result".into()),
+                };
+                self.made_progress = true;
+                self.propose(EffectKind::RunProposal {
+                    completion_id: message.result_completion_id,
+                    result,
+                })
+                .await
+            }
+            MessageType::Suspension => {
+                let message: proto::SuspensionMessage = match frame.decode() {
+                    Ok(message) => message,
+                    Err(err) => return violation(err.to_string()),
+                };
+                if message.waiting_completions.is_empty()
+                    && message.waiting_signals.is_empty()
+                    && message.waiting_named_signals.is_empty()
+                {
+                    return violation("a suspension that waits for nothing".into());
+                }
+                let kind = EffectKind::Suspended {
+                    waiting_completions: message.waiting_completions,
+                    waiting_signals: message.waiting_signals,
+                    waiting_named_signals: message.waiting_named_signals,
+                };
+                return Some(match self.propose(kind).await {
+                    Ok(()) => Outcome::Suspended,
+                    Err(()) => Outcome::Stopped,
+                });
+            }
+            MessageType::Error => {
+                let message: proto::ErrorMessage = match frame.decode() {
+                    Ok(message) => message,
+                    Err(err) => return violation(err.to_string()),
+                };
+                let mut text = message.message;
+                if let Some(name) = message.related_command_name.filter(|n| !n.is_empty()) {
+                    text = format!("{text} (while running `{name}`)");
+                }
+                return Some(Outcome::Failed(Failure {
+                    code: message.code,
+                    message: text,
+                    retry_after: message.next_retry_delay.map(Duration::from_millis),
+                }));
+            }
+            MessageType::End => {
+                return Some(match self.propose(EffectKind::End).await {
+                    Ok(()) => Outcome::Ended,
+                    Err(()) => Outcome::Stopped,
+                });
+            }
+            other => return violation(format!("{other} is not expected from a deployment")),
+        };
+        match proposed {
+            Ok(()) => None,
+            Err(()) => Some(Outcome::Stopped),
+        }
+    }
+}
+
+fn random_seed(id: InvocationId) -> u64 {
+    let uuid = id.uuid();
+    (uuid as u64) ^ ((uuid >> 64) as u64) ^ id.partition_key().as_u64()
+}
+
+fn transport_error(err: &SendError) -> String {
+    use std::error::Error as _;
+    let mut message = format!("cannot reach the deployment: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Percent-encodes everything but unreserved characters, as a header value must be ASCII.
+fn url_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,241 @@
+//! The invoker: runs invocation attempts against SDK deployments for the partitions this node
+//! leads. A partition's leader hands it [`InvokerCommand`]s (start or resume an invocation,
+//! deliver a committed notification, abort); it speaks the service protocol over HTTP/2 with
+//! the deployment the invocation is pinned to, proposes every command and run result to the
+//! partition in order, and sends a notification to the deployment only after the partition
+//! committed it — so a completed `ctx.run` is never executed again.
+//!
+//! Failed attempts are retried with the configured exponential backoff; the number of
+//! attempts running at once is bounded by `concurrent-invocations-limit` (an invocation waiting
+//! for its backoff holds no slot).
+
+mod attempt;
+mod body;
+mod invocation;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reprise_partition_processor::{PartitionHandle, StoredFrame};
+use reprise_schema::SchemaView;
+use reprise_service_client::ServiceClient;
+use reprise_types::InvocationId;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+use invocation::Invocation;
+
+/// What a partition leader asks of the invoker.
+pub enum InvokerCommand {
+    /// Start (or resume) the invocation, unless an attempt for it already runs.
+    Invoke {
+        partition: PartitionHandle,
+        invocation_id: InvocationId,
+    },
+    /// A notification was committed to the invocation's journal at `entry_index`.
+    Notify {
+        invocation_id: InvocationId,
+        notification: Notification,
+    },
+    /// The invocation is over: stop its attempt.
+    Abort { invocation_id: InvocationId },
+}
+
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub entry_index: u32,
+    pub entry: StoredFrame,
+}
+
+/// The retry policy of failed attempts.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial_interval: Duration,
+    pub factor: f64,
+    pub max_interval: Duration,
+    /// Attempts in all, the first included; `None` retries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl RetryPolicy {
+    /// The wait after the `failures`-th failed attempt.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = self.initial_interval.as_secs_f64() * self.factor.powi(exponent);
+        let max = self.max_interval.as_secs_f64();
+        Duration::from_secs_f64(if secs.is_finite() { secs.min(max) } else { max })
+    }
+}
+
+/// How the invoker runs attempts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster_name: String,
+    pub concurrent_invocations_limit: usize,
+    pub inactivity_timeout: Duration,
+    pub abort_timeout: Duration,
+    pub message_size_limit: usize,
+    pub retry_policy: RetryPolicy,
+}
+
+impl Config {
+    pub fn from_options(cluster_name: &str, options: &reprise_node_config::InvokerOptions) -> Self {
+        let policy = &options.retry_policy;
+        Self {
+            cluster_name: cluster_name.to_owned(),
+            concurrent_invocations_limit: options.concurrent_invocations_limit.max(1) as usize,
+            inactivity_timeout: options.inactivity_timeout.as_duration(),
+            abort_timeout: options.abort_timeout.as_duration(),
+            message_size_limit: usize::try_from(options.message_size_limit.as_u64())
+                .unwrap_or(usize::MAX),
+            retry_policy: RetryPolicy {
+                initial_interval: policy.initial_interval.as_duration(),
+                factor: policy.factor,
+                max_interval: policy.max_interval.as_duration(),
+                max_attempts: policy.max_attempts,
+            },
+        }
+    }
+}
+
+/// Sends commands to the invoker. Cheap to clone.
+#[derive(Clone)]
+pub struct InvokerHandle {
+    commands: mpsc::UnboundedSender<InvokerCommand>,
+}
+
+impl InvokerHandle {
+    /// Hands over a command; after the invoker stopped, commands are dropped (the partition
+    /// leaders stop with it).
+    pub fn send(&self, command: InvokerCommand) {
+        let _ = self.commands.send(command);
+    }
+}
+
+pub struct Invoker {
+    config: Arc<Config>,
+    client: ServiceClient,
+    schema: SchemaView,
+    commands: mpsc::UnboundedReceiver<InvokerCommand>,
+    handle: InvokerHandle,
+}
+
+struct Running {
+    notifications: mpsc::UnboundedSender<Notification>,
+    cancel: CancellationToken,
+    /// An `Invoke` arrived while this task was finishing: start again when it ends.
+    again: Option<PartitionHandle>,
+}
+
+impl Invoker {
+    pub fn new(config: Config, client: ServiceClient, schema: SchemaView) -> Self {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        Self {
+            config: Arc::new(config),
+            client,
+            schema,
+            commands,
+            handle: InvokerHandle {
+                commands: commands_tx,
+            },
+        }
+    }
+
+    pub fn handle(&self) -> InvokerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until `shutdown`; then stops every attempt (they are resumed by the next leader:
+    /// nothing they proposed is lost) and returns once all have ended.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let concurrency = Arc::new(Semaphore::new(self.config.concurrent_invocations_limit));
+        let mut running: HashMap<InvocationId, Running> = HashMap::new();
+        let mut tasks: JoinSet<InvocationId> = JoinSet::new();
+        let mut task_ids = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    match command {
+                        InvokerCommand::Invoke { partition, invocation_id } => {
+                            if let Some(entry) = running.get_mut(&invocation_id) {
+                                entry.again = Some(partition);
+                                continue;
+                            }
+                            let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, invocation_id);
+                            let abort = tasks.spawn(task);
+                            task_ids.insert(abort.id(), invocation_id);
+                            running.insert(invocation_id, entry);
+                        }
+                        InvokerCommand::Notify { invocation_id, notification } => {
+                            if let Some(entry) = running.get(&invocation_id) {
+                                let _ = entry.notifications.send(notification);
+                            }
+                        }
+                        InvokerCommand::Abort { invocation_id } => {
+                            if let Some(entry) = running.get_mut(&invocation_id) {
+                                entry.again = None;
+                                entry.cancel.cancel();
+                            }
+                        }
+                    }
+                }
+                Some(ended) = tasks.join_next_with_id() => {
+                    let invocation_id = match ended {
+                        Ok((task, id)) => { task_ids.remove(&task); id }
+                        Err(err) => {
+                            error!(%err, "an invocation task failed");
+                            match task_ids.remove(&err.id()) { Some(id) => id, None => continue }
+                        }
+                    };
+                    if let Some(Running { again: Some(partition), .. }) = running.remove(&invocation_id) {
+                        debug!(invocation = %invocation_id, "invoked again while finishing; restarting");
+                        let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, invocation_id);
+                        let abort = tasks.spawn(task);
+                        task_ids.insert(abort.id(), invocation_id);
+                        running.insert(invocation_id, entry);
+                    }
+                }
+            }
+        }
+        concurrency.close();
+        for entry in running.values() {
+            entry.cancel.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn spawn_task(
+        &self,
+        concurrency: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+        partition: PartitionHandle,
+        invocation_id: InvocationId,
+    ) -> (Running, impl Future<Output = InvocationId> + Send + 'static) {
+        let (notifications_tx, notifications) = mpsc::unbounded_channel();
+        let cancel = shutdown.child_token();
+        let invocation = Invocation {
+            config: self.config.clone(),
+            client: self.client.clone(),
+            schema: self.schema.clone(),
+            concurrency: concurrency.clone(),
+            partition,
+            invocation_id,
+            notifications,
+            cancel: cancel.clone(),
+        };
+        let entry = Running {
+            notifications: notifications_tx,
+            cancel,
+            again: None,
+        };
+        (entry, async move {
+            invocation.run().await;
+            invocation_id
+        })
+    }
+}
