@@ -12,7 +12,7 @@ mod model;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -90,10 +90,17 @@ async fn version() -> Json<VersionResponse> {
 
 async fn register_deployment(
     State(handle): State<AdminHandle>,
-    body: Result<Json<RegisterDeploymentRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Response, AdminError> {
     let state = handle.get()?;
-    let Json(request) = body.map_err(|rejection| AdminError::BadRequest(rejection.body_text()))?;
+    // The body is JSON whatever content type the client declared: `curl -d` sends
+    // `application/x-www-form-urlencoded`, and registering with plain curl must work.
+    let request: RegisterDeploymentRequest = serde_json::from_slice(&body).map_err(|err| {
+        AdminError::BadRequest(format!(
+            "the request body is not a valid registration ({err}); expected JSON like \
+             {{\"uri\": \"http://localhost:9080\"}}"
+        ))
+    })?;
     if request.use_http_11 {
         return Err(AdminError::BadRequest(
             "\"use_http_11\": true is not supported: Reprise talks to deployments over HTTP/2"

@@ -121,10 +121,8 @@ impl Attempt<'_> {
                 partial_state: true,
                 key: self.target.key.clone().unwrap_or_default(),
                 retry_count_since_last_stored_entry: self.retry_count,
-                duration_since_last_stored_entry: u64::try_from(
-                    self.since_last_stored.as_millis(),
-                )
-                .unwrap_or(u64::MAX),
+                duration_since_last_stored_entry: u64::try_from(self.since_last_stored.as_millis())
+                    .unwrap_or(u64::MAX),
                 // Stable for the invocation, so `ctx.rand()` replays the same numbers.
                 random_seed: random_seed(id),
             },
@@ -185,7 +183,10 @@ impl Attempt<'_> {
                 None => {
                     return Outcome::Failed(Failure::new(
                         INTERNAL,
-                        format!("the stored journal holds an unknown entry type {}", entry.ty),
+                        format!(
+                            "the stored journal holds an unknown entry type {}",
+                            entry.ty
+                        ),
                     ));
                 }
             }
@@ -377,9 +378,8 @@ impl Running<'_> {
 
     /// Handles one frame from the deployment; `Some` ends the attempt.
     async fn handle(&mut self, frame: Frame) -> Option<Outcome> {
-        let violation = |message: String| {
-            Some(Outcome::Failed(Failure::new(PROTOCOL_VIOLATION, message)))
-        };
+        let violation =
+            |message: String| Some(Outcome::Failed(Failure::new(PROTOCOL_VIOLATION, message)));
         let ty = frame.ty;
         trace!(invocation = %self.invocation_id, %ty, "received");
         let proposed = match ty {

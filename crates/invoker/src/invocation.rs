@@ -181,7 +181,10 @@ impl Invocation {
         match &in_flight.deployment {
             Some(pinned) => {
                 let id: DeploymentId = pinned.deployment_id.parse().map_err(|_| {
-                    unavailable(format!("pinned deployment `{}` is not an id", pinned.deployment_id))
+                    unavailable(format!(
+                        "pinned deployment `{}` is not an id",
+                        pinned.deployment_id
+                    ))
                 })?;
                 let deployment = schema.deployment(id).ok_or_else(|| {
                     unavailable(format!(
@@ -217,7 +220,10 @@ impl Invocation {
 
     /// Per-handler, then per-service overrides from the manifest, then the configuration.
     fn timeouts(&self, deployment: &Deployment, target: &InvocationTarget) -> (Duration, Duration) {
-        let service = deployment.services.iter().find(|s| s.name == target.service);
+        let service = deployment
+            .services
+            .iter()
+            .find(|s| s.name == target.service);
         let handler = service.and_then(|s| s.handler(&target.handler));
         let inactivity = handler
             .and_then(|h| h.inactivity_timeout_ms)

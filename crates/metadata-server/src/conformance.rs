@@ -5,9 +5,9 @@ use std::sync::Arc;
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
-use reprise_raft_storage::LogStore;
 use crate::state_machine::{SharedState, StateMachine};
 use crate::types::TypeConfig;
+use reprise_raft_storage::LogStore;
 
 struct TempStore;
 

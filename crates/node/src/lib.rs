@@ -17,10 +17,12 @@ mod local_store;
 use std::time::Duration;
 
 use reprise_admin::{AdminHandle, AdminState};
+use reprise_ingress::{IngressHandle, IngressState};
 use reprise_metadata_server::{MetadataError, MetadataServer, MetadataServerOptions};
 use reprise_node_config::{Configuration, Role};
-use reprise_schema::SchemaStore;
+use reprise_schema::{SchemaStore, SchemaView};
 use reprise_service_client::{ServiceClient, ServiceClientOptions};
+use reprise_worker::{Worker, WorkerError, WorkerOptions};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,9 @@ pub use listeners::{BindError, BoundAddresses, ListenerKind};
 pub use local_store::{LocalStore, StoreError};
 
 use listeners::BoundListener;
+
+/// How long a start waits for this node to lead its partitions.
+const PARTITION_START_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -62,6 +67,8 @@ pub enum NodeError {
     Unsupported(String),
     #[error("cannot set up the HTTP client for deployments: {0}")]
     ServiceClient(std::io::Error),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
 }
 
 /// A node that has claimed its directory and bound its ports, ready to [`run`](Node::run).
@@ -77,12 +84,17 @@ impl Node {
     /// Locks the node directory and binds every listener. Touches no data besides the lock
     /// file, so a node that fails here leaves its directory as it was.
     pub fn build(config: Configuration) -> Result<Node, NodeError> {
-        if config.roles.contains(Role::Admin) && !config.roles.contains(Role::MetadataServer) {
-            return Err(NodeError::Unsupported(
-                "the admin role needs the metadata-server role on the same node: clusters of \
-                 several nodes are not supported yet; add `metadata-server` to `roles`"
-                    .into(),
-            ));
+        for (role, needs) in [
+            (Role::Admin, Role::MetadataServer),
+            (Role::Worker, Role::MetadataServer),
+            (Role::Ingress, Role::Worker),
+        ] {
+            if config.roles.contains(role) && !config.roles.contains(needs) {
+                return Err(NodeError::Unsupported(format!(
+                    "the {role} role needs the {needs} role on the same node: clusters of \
+                     several nodes are not supported yet; add `{needs}` to `roles`"
+                )));
+            }
         }
         let data_dir = DataDir::lock(&config.node_dir())?;
         let listeners = listeners::bind_all(&config)?;
@@ -125,6 +137,7 @@ impl Node {
         let stop_ingress = CancellationToken::new();
         let stop_control = CancellationToken::new();
         let admin = AdminHandle::default();
+        let ingress = IngressHandle::default();
         let mut ingress_tasks = JoinSet::new();
         let mut control_tasks = JoinSet::new();
         for BoundListener { kind, listener } in listeners {
@@ -139,7 +152,9 @@ impl Node {
                     &mut control_tasks,
                 ),
                 ListenerKind::Ingress => (
-                    health.router("/restate/health"),
+                    health
+                        .router("/restate/health")
+                        .merge(reprise_ingress::router(ingress.clone())),
                     &stop_ingress,
                     &mut ingress_tasks,
                 ),
@@ -165,17 +180,19 @@ impl Node {
         );
 
         let startup = match open_storage(config.clone()).await {
-            Ok((store, identity)) => match start_roles(&config, &identity, &admin).await {
-                Ok(metadata) => Ok((store, identity, metadata)),
-                Err(err) => {
-                    close_store(store).await;
-                    Err(err)
+            Ok((store, identity)) => {
+                match start_roles(&config, &identity, &admin, &ingress).await {
+                    Ok(roles) => Ok((store, identity, roles)),
+                    Err(err) => {
+                        close_store(store).await;
+                        Err(err)
+                    }
                 }
-            },
+            }
             Err(err) => Err(err),
         };
-        let (store, metadata) = match startup {
-            Ok((store, identity, metadata)) => {
+        let (store, Roles { metadata, worker }) = match startup {
+            Ok((store, identity, roles)) => {
                 info!(
                     node_id = %identity.node_id,
                     node_name = %identity.node_name,
@@ -185,7 +202,7 @@ impl Node {
                 );
                 health.set_identity(identity);
                 health.set(NodeStatus::Ready);
-                (store, metadata)
+                (store, roles)
             }
             Err(err) => {
                 stop_ingress.cancel();
@@ -221,6 +238,10 @@ impl Node {
         stop_ingress.cancel();
         drain(&mut ingress_tasks, within_budget(0.75)).await;
 
+        if let Some(worker) = worker {
+            worker.shutdown().await;
+        }
+
         if let Some(metadata) = metadata
             && let Err(err) = metadata.shutdown().await
         {
@@ -243,39 +264,91 @@ impl Node {
     }
 }
 
+/// The roles running on storage, stopped in reverse order of their start.
+struct Roles {
+    metadata: Option<MetadataServer>,
+    worker: Option<Worker>,
+}
+
 /// Starts the roles that need storage: the metadata server (provisioning a one-member group on
-/// a new cluster, then waiting for it to lead) and the admin API on top of it.
+/// a new cluster, then waiting for it to lead), the worker's partitions (waiting until this node
+/// leads them, so the node is ready only when it can serve), and the admin and ingress APIs on
+/// top of them.
 async fn start_roles(
     config: &Configuration,
     identity: &NodeIdentity,
     admin: &AdminHandle,
-) -> Result<Option<MetadataServer>, NodeError> {
+    ingress: &IngressHandle,
+) -> Result<Roles, NodeError> {
     if !config.roles.contains(Role::MetadataServer) {
-        return Ok(None);
+        return Ok(Roles {
+            metadata: None,
+            worker: None,
+        });
     }
+    let member_id = u64::from(identity.node_id.id().as_u32());
     let metadata = MetadataServer::start(MetadataServerOptions {
         node_dir: config.node_dir(),
-        member_id: u64::from(identity.node_id.id().as_u32()),
+        member_id,
         address: config.advertised_address(),
         cluster_name: config.cluster_name.clone(),
     })
     .await?;
+    let mut worker = None;
     let started = async {
         metadata.provision_single_member().await?;
         metadata.client().wait_for_leader().await?;
+        let service_client = ServiceClient::new(ServiceClientOptions::default())
+            .map_err(NodeError::ServiceClient)?;
+        let schema = SchemaStore::new(metadata.client());
+        let view = SchemaView::new(schema.clone());
+        if config.roles.contains(Role::Worker) {
+            let started = Worker::start(
+                WorkerOptions {
+                    node_dir: config.node_dir(),
+                    member_id,
+                    address: config.advertised_address(),
+                    cluster_name: config.cluster_name.clone(),
+                    num_partitions: config.default_num_partitions,
+                    invoker: reprise_invoker::Config::from_options(
+                        &config.cluster_name,
+                        &config.worker.invoker,
+                    ),
+                },
+                &metadata.client(),
+                view.clone(),
+                service_client.clone(),
+            )
+            .await?;
+            let serving = started.wait_until_serving(PARTITION_START_WAIT).await;
+            let handle = started.handle();
+            worker = Some(started);
+            serving?;
+            if config.roles.contains(Role::Ingress) {
+                ingress.set(IngressState {
+                    worker: handle,
+                    schema: view.clone(),
+                    request_size_limit: config.ingress.request_size_limit.as_u64(),
+                });
+            }
+        }
         if config.roles.contains(Role::Admin) {
-            let service_client = ServiceClient::new(ServiceClientOptions::default())
-                .map_err(NodeError::ServiceClient)?;
             admin.set(AdminState {
-                schema: SchemaStore::new(metadata.client()),
+                schema,
                 service_client,
             });
         }
         Ok::<_, NodeError>(())
     };
     match started.await {
-        Ok(()) => Ok(Some(metadata)),
+        Ok(()) => Ok(Roles {
+            metadata: Some(metadata),
+            worker,
+        }),
         Err(err) => {
+            if let Some(worker) = worker {
+                worker.shutdown().await;
+            }
             if let Err(stop_err) = metadata.shutdown().await {
                 warn!(%stop_err, "stopping the metadata server after a failed start");
             }

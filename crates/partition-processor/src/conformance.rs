@@ -17,7 +17,8 @@ fn io_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
     }
 }
 
-impl StoreBuilder<PartitionTypes, LogStore<PartitionTypes>, PartitionStateMachine, tempfile::TempDir>
+impl
+    StoreBuilder<PartitionTypes, LogStore<PartitionTypes>, PartitionStateMachine, tempfile::TempDir>
     for TempStore
 {
     async fn build(

@@ -19,12 +19,14 @@ mod status;
 mod storage;
 
 pub use action::Action;
+pub use partition::{
+    Committed, Partition, PartitionError, PartitionHandle, PartitionOptions, ProposeError,
+};
+pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
     EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
     ServiceInvocation, StoredFrame,
 };
-pub use partition::{Committed, Partition, PartitionError, PartitionHandle, PartitionOptions, ProposeError};
-pub use raft::{PartitionTypes, RecordBatch};
 pub use rocksdb_store::{RocksDbStore, Transaction};
 pub use state_machine::apply;
 pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};

@@ -33,6 +33,9 @@ pub const CF_LOG: &str = "log";
 /// Raft vote, commit point and applied state of every partition, under the partition's id.
 pub const CF_RAFT: &str = "raft";
 
+/// One journal row: the invocation, the entry's index and the stored entry.
+pub type JournalRow = ((InvocationId, u32), StoredFrame);
+
 /// The database of a node's partitions. Cheap to clone.
 #[derive(Clone)]
 pub struct RocksDbStore {
@@ -141,7 +144,7 @@ impl RocksDbStore {
     pub fn journal_entries_in(
         &self,
         range: RangeInclusive<PartitionKey>,
-    ) -> Result<Vec<((InvocationId, u32), StoredFrame)>, StorageError> {
+    ) -> Result<Vec<JournalRow>, StorageError> {
         let mut out = Vec::new();
         let start = range.start().as_u64().to_be_bytes();
         let iter = self.db.iterator_cf(

@@ -54,12 +54,17 @@ async fn applied_records_become_actions_and_survive_a_restart() {
     handle.propose(invocation(id)).await.expect("proposed");
     let mut actions = first.take_actions().expect("actions");
     let applied = actions.recv().await.expect("an action batch");
-    assert!(matches!(applied.as_slice(), [Action::Invoke { invocation_id, .. }] if *invocation_id == id));
+    assert!(
+        matches!(applied.as_slice(), [Action::Invoke { invocation_id, .. }] if *invocation_id == id)
+    );
     assert!(matches!(
         handle.store().read_status(id).expect("read"),
         Some(InvocationStatus::Invoked(_))
     ));
-    assert_eq!(handle.store().read_journal(id, 1).expect("journal").len(), 1);
+    assert_eq!(
+        handle.store().read_journal(id, 1).expect("journal").len(),
+        1
+    );
     let other = second.take_actions().expect("actions");
     assert!(other.is_empty(), "the other partition applied nothing");
 

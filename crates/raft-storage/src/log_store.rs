@@ -95,7 +95,12 @@ where
     fn put_meta<T: Serialize>(&self, name: &[u8], value: &T) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| io(StorageIOError::write(&e)))?;
         self.db
-            .put_cf_opt(self.cf(self.config.raft_cf)?, self.key(name), bytes, &synced())
+            .put_cf_opt(
+                self.cf(self.config.raft_cf)?,
+                self.key(name),
+                bytes,
+                &synced(),
+            )
             .map_err(|e| io(StorageIOError::write(&e)))
     }
 

@@ -103,17 +103,12 @@ impl SchemaView {
         Self {
             store,
             version,
-            cached: Arc::new(Mutex::new((
-                None,
-                Arc::new(Schema::default()),
-            ))),
+            cached: Arc::new(Mutex::new((None, Arc::new(Schema::default())))),
         }
     }
 
     /// The current schema: reflects every registration acknowledged before the call.
-    pub async fn current(
-        &self,
-    ) -> Result<Arc<Schema>, StoreError<std::convert::Infallible>> {
+    pub async fn current(&self) -> Result<Arc<Schema>, StoreError<std::convert::Infallible>> {
         let wanted = *self.version.borrow();
         let mut cached = self.cached.lock().await;
         if wanted.is_none() || cached.0 != wanted {

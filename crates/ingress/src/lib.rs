@@ -1,0 +1,284 @@
+//! The ingress: Reprise's public HTTP API (port 8080). `POST /{service}/{handler}` (and
+//! `/{object}/{key}/{handler}`) starts an invocation and answers with its result;
+//! `…/send` answers 202 once the invocation is durably accepted. Request headers reach the
+//! handler; the result carries the handler's output content type and the invocation id in
+//! `x-restate-id`. A terminal failure answers with its code as the HTTP status.
+
+mod error;
+mod path;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use reprise_partition_processor::{InvocationResult, InvocationTarget, ServiceInvocation};
+use reprise_schema::SchemaView;
+use reprise_service_protocol::discovery::Handler;
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+use reprise_worker::WorkerHandle;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use error::IngressError;
+pub use path::{Target, parse};
+
+/// Request headers that describe the connection, not the invocation.
+const DROPPED_HEADERS: [&str; 4] = [
+    "connection",
+    "host",
+    "idempotency-key",
+    "idempotency-expires",
+];
+
+/// How long a request that arrives while the node is starting waits for it.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct IngressState {
+    pub worker: WorkerHandle,
+    pub schema: SchemaView,
+    pub request_size_limit: u64,
+}
+
+/// The ingress's view of the node: empty until the partitions can take invocations. Requests
+/// that arrive before wait for it (boundedly) instead of failing. Cheap to clone.
+#[derive(Clone)]
+pub struct IngressHandle(watch::Sender<Option<Arc<IngressState>>>);
+
+impl Default for IngressHandle {
+    fn default() -> Self {
+        Self(watch::Sender::new(None))
+    }
+}
+
+impl IngressHandle {
+    pub fn set(&self, state: IngressState) {
+        self.0.send_replace(Some(Arc::new(state)));
+    }
+
+    async fn get(&self) -> Result<Arc<IngressState>, IngressError> {
+        let mut ready = self.0.subscribe();
+        let waited = tokio::time::timeout(STARTUP_WAIT, ready.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(state)) => Ok(state
+                .clone()
+                .expect("wait_for returned once the state is set")),
+            _ => Err(IngressError::Unavailable(
+                "the node is starting; try again".into(),
+            )),
+        }
+    }
+}
+
+/// The invocation routes; everything not matched by the caller's other routes lands here.
+pub fn router(handle: IngressHandle) -> Router {
+    Router::new().fallback(invoke).with_state(handle)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    invocation_id: String,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct FailureBody {
+    code: u32,
+    message: String,
+    source: &'static str,
+}
+
+async fn invoke(State(ingress): State<IngressHandle>, request: Request) -> Response {
+    let state = match ingress.get().await {
+        Ok(state) => state,
+        Err(err) => return err.into_response(),
+    };
+    match handle(&state, request).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn handle(state: &IngressState, request: Request) -> Result<Response, IngressError> {
+    let (parts, body) = request.into_parts();
+    let schema = state
+        .schema
+        .current()
+        .await
+        .map_err(|err| IngressError::Unavailable(format!("cannot read the schema: {err}")))?;
+    let target = path::parse(parts.uri.path(), |name| {
+        schema.service(name).map(|s| s.service.ty)
+    })?;
+    if parts.method != Method::POST && parts.method != Method::GET {
+        return Err(IngressError::MethodNotAllowed {
+            method: parts.method.to_string(),
+        });
+    }
+    let service = schema
+        .service(&target.service)
+        .ok_or_else(|| IngressError::NotFound(format!("service `{}` not found", target.service)))?;
+    let handler = service.handler(&target.handler).ok_or_else(|| {
+        IngressError::NotFound(format!(
+            "service `{}` has no handler `{}`",
+            target.service, target.handler
+        ))
+    })?;
+    let limit = state.request_size_limit;
+    let argument = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                IngressError::TooLarge { limit }
+            } else {
+                IngressError::BadRequest(format!("cannot read the request body: {err}"))
+            }
+        })?
+        .to_bytes();
+    check_input(handler, &parts.headers, &argument)?;
+
+    let partition_key = match &target.key {
+        Some(key) => PartitionKey::from_key(key),
+        None => PartitionKey::new(rand::random()),
+    };
+    let invocation_id = InvocationId::new(partition_key, rand::random());
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let ingress_path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    headers.push(("x-restate-ingress-path".into(), ingress_path));
+    let invocation = ServiceInvocation {
+        invocation_id,
+        target: InvocationTarget {
+            service: target.service.clone(),
+            handler: target.handler.clone(),
+            key: target.key.clone(),
+        },
+        argument,
+        headers,
+        response_sink: None,
+        created_at: MillisSinceEpoch::now(),
+    };
+    let id_header = HeaderValue::try_from(invocation_id.to_string())
+        .expect("an invocation id is alphanumeric ASCII");
+
+    if target.send {
+        state.worker.send(invocation).await?;
+        let body = Accepted {
+            invocation_id: invocation_id.to_string(),
+            status: "Accepted",
+        };
+        let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        response.headers_mut().insert("x-restate-id", id_header);
+        return Ok(response);
+    }
+
+    let result = state.worker.call(invocation).await?;
+    let mut response = match result {
+        InvocationResult::Success(output) => success(handler, output),
+        InvocationResult::Failure { code, message } => {
+            let status = u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = FailureBody {
+                code,
+                message,
+                source: "invocation",
+            };
+            let mut response = (status, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                "x-restate-error-source",
+                HeaderValue::from_static("invocation"),
+            );
+            response
+        }
+    };
+    response.headers_mut().insert("x-restate-id", id_header);
+    Ok(response)
+}
+
+fn success(handler: &Handler, output: Bytes) -> Response {
+    let content_type = handler
+        .output
+        .content_type
+        .as_deref()
+        .filter(|_| !output.is_empty() || handler.output.set_content_type_if_empty)
+        .and_then(|ct| HeaderValue::try_from(ct).ok());
+    let mut response = Response::new(Body::from(output));
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    response
+}
+
+/// The handler's input rules: a body it does not accept is refused before it is invoked.
+fn check_input(handler: &Handler, headers: &HeaderMap, body: &Bytes) -> Result<(), IngressError> {
+    let rules = &handler.input;
+    if body.is_empty() {
+        if rules.required {
+            return Err(IngressError::BadRequest(format!(
+                "handler `{}` requires a request body",
+                handler.name
+            )));
+        }
+        return Ok(());
+    }
+    let Some(accepted) = rules.content_type.as_deref() else {
+        return Err(IngressError::BadRequest(format!(
+            "handler `{}` takes no request body",
+            handler.name
+        )));
+    };
+    let Some(sent) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        // No content type: the body is taken as the handler's.
+        return Ok(());
+    };
+    // `curl -d` labels every body as a form; the reference's documented `curl … -d '"Ann"'`
+    // calls must work, so that label is taken as "unspecified".
+    if content_type_matches(accepted, sent) || sent.starts_with("application/x-www-form-urlencoded")
+    {
+        Ok(())
+    } else {
+        Err(IngressError::BadRequest(format!(
+            "handler `{}` accepts `{accepted}`, not `{sent}`",
+            handler.name
+        )))
+    }
+}
+
+/// Accept-style matching: `*/*`, `type/*` or an exact media type (parameters ignored).
+fn content_type_matches(pattern: &str, sent: &str) -> bool {
+    let media = |s: &str| {
+        s.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let (pattern, sent) = (media(pattern), media(sent));
+    match pattern.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((ty, "*")) => sent.split_once('/').is_some_and(|(t, _)| t == ty),
+        _ => pattern == sent,
+    }
+}

@@ -1,0 +1,176 @@
+//! Parsing the ingress paths. Whether a segment after the service name is a key or the
+//! handler depends on the service's type, so parsing takes a lookup of registered services.
+//!
+//! Forms: `/{service}/{handler}`, `/{object}/{key}/{handler}`, each with an optional `/send`
+//! suffix, and the newer `/restate/call/…` and `/restate/send/…` with the same tails.
+
+use reprise_service_protocol::discovery::ServiceType;
+
+use crate::error::IngressError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub service: String,
+    pub key: Option<String>,
+    pub handler: String,
+    /// `/send`: accept and return 202 instead of waiting for the result.
+    pub send: bool,
+}
+
+/// Parses `path`; `service_type` says how a registered service is addressed (`None`: unknown).
+pub fn parse(
+    path: &str,
+    service_type: impl Fn(&str) -> Option<ServiceType>,
+) -> Result<Target, IngressError> {
+    let segments = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (send, tail) = match segments.as_slice() {
+        [first, verb, tail @ ..] if first == "restate" && verb == "call" => (Some(false), tail),
+        [first, verb, tail @ ..] if first == "restate" && verb == "send" => (Some(true), tail),
+        [first, ..] if first == "restate" => {
+            return Err(IngressError::NotFound(format!("no ingress API at {path}")));
+        }
+        [first, ..] if first == "openapi" => {
+            return Err(IngressError::NotFound(
+                "OpenAPI documents are not served".into(),
+            ));
+        }
+        tail => (None, tail),
+    };
+    let Some(service) = tail.first() else {
+        return Err(IngressError::NotFound(
+            "call /{service}/{handler} or /{object}/{key}/{handler}".into(),
+        ));
+    };
+    let ty = service_type(service)
+        .ok_or_else(|| IngressError::NotFound(format!("service `{service}` not found")))?;
+    let rest = &tail[1..];
+    // The legacy form marks sends with a trailing `/send`.
+    let (rest, send) = match (send, rest) {
+        (Some(send), rest) => (rest, send),
+        (None, [init @ .., last]) if last == "send" && !init.is_empty() => (init, true),
+        (None, rest) => (rest, false),
+    };
+    let (key, handler) = match (ty.is_keyed(), rest) {
+        (false, [handler]) => (None, handler.clone()),
+        (true, [key, handler]) => (Some(key.clone()), handler.clone()),
+        (true, [_handler]) => {
+            return Err(IngressError::BadRequest(format!(
+                "`{service}` is keyed: call /{service}/{{key}}/{{handler}}"
+            )));
+        }
+        (false, _) => {
+            return Err(IngressError::NotFound(format!(
+                "`{service}` is a service: call /{service}/{{handler}}"
+            )));
+        }
+        (true, _) => {
+            return Err(IngressError::NotFound(format!(
+                "call /{service}/{{key}}/{{handler}}"
+            )));
+        }
+    };
+    Ok(Target {
+        service: service.clone(),
+        key,
+        handler,
+        send,
+    })
+}
+
+fn percent_decode(segment: &str) -> Result<String, IngressError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    IngressError::BadRequest(format!("bad percent-encoding in `{segment}`"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| IngressError::BadRequest(format!("`{segment}` is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(name: &str) -> Option<ServiceType> {
+        match name {
+            "Greeter" => Some(ServiceType::Service),
+            "Counter" => Some(ServiceType::VirtualObject),
+            _ => None,
+        }
+    }
+
+    fn target(service: &str, key: Option<&str>, handler: &str, send: bool) -> Target {
+        Target {
+            service: service.into(),
+            key: key.map(Into::into),
+            handler: handler.into(),
+            send,
+        }
+    }
+
+    #[test]
+    fn parses_every_form() {
+        let ok = |path| parse(path, lookup).expect(path);
+        assert_eq!(
+            ok("/Greeter/greet"),
+            target("Greeter", None, "greet", false)
+        );
+        assert_eq!(
+            ok("/Greeter/greet/send"),
+            target("Greeter", None, "greet", true)
+        );
+        assert_eq!(
+            ok("/Counter/a%20b/add"),
+            target("Counter", Some("a b"), "add", false)
+        );
+        assert_eq!(
+            ok("/Counter/k/add/send"),
+            target("Counter", Some("k"), "add", true)
+        );
+        assert_eq!(
+            ok("/restate/call/Greeter/greet"),
+            target("Greeter", None, "greet", false)
+        );
+        assert_eq!(
+            ok("/restate/send/Counter/k/add"),
+            target("Counter", Some("k"), "add", true)
+        );
+        // A handler may be called `send` in the new form.
+        assert_eq!(
+            ok("/restate/call/Greeter/send"),
+            target("Greeter", None, "send", false)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_paths_with_the_right_error() {
+        let err = |path| parse(path, lookup).expect_err(path);
+        assert!(matches!(err("/Nope/greet"), IngressError::NotFound(_)));
+        assert!(matches!(err("/Counter/add"), IngressError::BadRequest(_)));
+        assert!(matches!(err("/Greeter/a/b/c"), IngressError::NotFound(_)));
+        assert!(matches!(err("/"), IngressError::NotFound(_)));
+        assert!(matches!(err("/restate/nothing"), IngressError::NotFound(_)));
+        assert!(matches!(
+            err("/Counter/%zz/add"),
+            IngressError::BadRequest(_)
+        ));
+    }
+}

@@ -1,0 +1,324 @@
+//! The worker role of a node: it opens the node's partition database, starts one raft group per
+//! partition of the [`PartitionTable`], and runs each partition leader's actuators — the
+//! invoker for `Invoke`/`Notify`/`AbortAttempt`, the ingress waiters for `Respond`. When this
+//! node becomes a partition's leader it rebuilds the work from the partition's rows: every
+//! invocation that was running is invoked again.
+//!
+//! [`WorkerHandle`] is how the ingress reaches the partitions: it routes an invocation to the
+//! partition owning its key, proposes it, and (for calls) waits for its result.
+
+mod partition_table;
+mod waiters;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reprise_invoker::{Invoker, InvokerCommand, InvokerHandle, Notification};
+use reprise_metadata_server::MetadataClient;
+use reprise_partition_processor::{
+    Action, InvocationResult, InvocationStatus, Partition, PartitionHandle, PartitionOptions,
+    ProposeError, Record, ResponseSink, RocksDbStore, ServiceInvocation,
+};
+use reprise_schema::SchemaView;
+use reprise_service_client::ServiceClient;
+use reprise_types::{PartitionId, PartitionKey};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use partition_table::{PartitionEntry, PartitionTable, PartitionTableError};
+use waiters::Waiters;
+
+/// How long a request waits for its partition to have a leader (after a start).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    PartitionTable(#[from] PartitionTableError),
+    #[error("cannot open the partition store: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Partition(#[from] reprise_partition_processor::PartitionError),
+    #[error("no partition owns key {0}: the partition table is incomplete")]
+    NoPartition(PartitionKey),
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    #[error("the worker stopped before the invocation completed")]
+    Stopped,
+}
+
+pub struct WorkerOptions {
+    pub node_dir: PathBuf,
+    pub member_id: u64,
+    pub address: String,
+    pub cluster_name: String,
+    pub num_partitions: u32,
+    pub invoker: reprise_invoker::Config,
+}
+
+/// A running worker. Stop it with [`Worker::shutdown`].
+pub struct Worker {
+    store: RocksDbStore,
+    partitions: Vec<Partition>,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    handle: WorkerHandle,
+}
+
+impl Worker {
+    pub const STORE_DIR: &'static str = "partition-store";
+
+    pub async fn start(
+        options: WorkerOptions,
+        metadata: &MetadataClient,
+        schema: SchemaView,
+        client: ServiceClient,
+    ) -> Result<Self, WorkerError> {
+        let table = PartitionTable::load_or_create(metadata, options.num_partitions).await?;
+        if table.partitions.len() != options.num_partitions as usize {
+            info!(
+                partitions = table.partitions.len(),
+                configured = options.num_partitions,
+                "the cluster keeps the partition count it was created with"
+            );
+        }
+        let path = options.node_dir.join(Self::STORE_DIR);
+        let store = tokio::task::spawn_blocking(move || RocksDbStore::open(&path))
+            .await
+            .map_err(|err| WorkerError::Store(err.to_string()))?
+            .map_err(|err| WorkerError::Store(err.to_string()))?;
+
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let invoker = Invoker::new(options.invoker, client, schema);
+        let invoker_handle = invoker.handle();
+        tasks.spawn(invoker.run(stop.child_token()));
+        let waiters = Arc::new(Waiters::default());
+
+        let mut partitions = Vec::with_capacity(table.partitions.len());
+        let mut handles = HashMap::new();
+        for entry in &table.partitions {
+            let started = Partition::start(PartitionOptions {
+                id: entry.id,
+                range: entry.start..=entry.end,
+                member_id: options.member_id,
+                address: options.address.clone(),
+                cluster_name: options.cluster_name.clone(),
+                store: store.clone(),
+            })
+            .await;
+            let mut partition = match started {
+                Ok(partition) => partition,
+                Err(err) => {
+                    stop.cancel();
+                    for partition in partitions {
+                        stop_partition(partition).await;
+                    }
+                    while tasks.join_next().await.is_some() {}
+                    return Err(err.into());
+                }
+            };
+            let handle = partition.handle();
+            if let Some(actions) = partition.take_actions() {
+                tasks.spawn(actuate(
+                    handle.clone(),
+                    actions,
+                    invoker_handle.clone(),
+                    waiters.clone(),
+                    stop.child_token(),
+                ));
+            }
+            handles.insert(entry.id, handle);
+            partitions.push(partition);
+        }
+        info!(partitions = partitions.len(), "partitions started");
+        Ok(Self {
+            store,
+            partitions,
+            tasks,
+            stop,
+            handle: WorkerHandle {
+                table: Arc::new(table),
+                partitions: Arc::new(handles),
+                waiters,
+            },
+        })
+    }
+
+    pub fn handle(&self) -> WorkerHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until this node leads every partition (on a single node: after the elections
+    /// that follow a start).
+    pub async fn wait_until_serving(&self, timeout: Duration) -> Result<(), WorkerError> {
+        for partition in self.handle.partitions.values() {
+            partition.wait_for_leadership(timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the invoker and the actuators, then the partitions, then closes the database.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let mut tasks = self.tasks;
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(err) = ended {
+                error!(%err, "a worker task failed");
+            }
+        }
+        for partition in self.partitions {
+            stop_partition(partition).await;
+        }
+        drop(self.handle);
+        let store = self.store;
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => error!(%err, "closing the partition store"),
+            Err(err) => error!(%err, "closing the partition store"),
+        }
+    }
+}
+
+async fn stop_partition(partition: Partition) {
+    if let Err(err) = partition.shutdown().await {
+        warn!(%err, "stopping a partition");
+    }
+}
+
+/// Carries out the actions of one partition while this node leads it.
+async fn actuate(
+    partition: PartitionHandle,
+    mut actions: mpsc::UnboundedReceiver<Vec<Action>>,
+    invoker: InvokerHandle,
+    waiters: Arc<Waiters>,
+    stop: CancellationToken,
+) {
+    let mut leadership = partition.leadership();
+    let mut leads = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = *leadership.borrow_and_update();
+                if now && !leads {
+                    resume_all(&partition, &invoker);
+                }
+                leads = now;
+            }
+            batch = actions.recv() => {
+                let Some(batch) = batch else { return };
+                for action in batch {
+                    carry_out(action, leads, &partition, &invoker, &waiters);
+                }
+            }
+        }
+    }
+}
+
+/// On becoming leader: every invocation that was running runs again.
+fn resume_all(partition: &PartitionHandle, invoker: &InvokerHandle) {
+    match partition.store().statuses_in(partition.range()) {
+        Ok(statuses) => {
+            let mut resumed = 0usize;
+            for (invocation_id, status) in statuses {
+                if matches!(status, InvocationStatus::Invoked(_)) {
+                    resumed += 1;
+                    invoker.send(InvokerCommand::Invoke {
+                        partition: partition.clone(),
+                        invocation_id,
+                    });
+                }
+            }
+            info!(partition = %partition.id(), resumed, "leading the partition");
+        }
+        Err(err) => {
+            error!(partition = %partition.id(), %err, "cannot read the partition to resume its invocations")
+        }
+    }
+}
+
+fn carry_out(
+    action: Action,
+    leads: bool,
+    partition: &PartitionHandle,
+    invoker: &InvokerHandle,
+    waiters: &Waiters,
+) {
+    match action {
+        // Responses go to whoever waits on this node, leader or not.
+        Action::Respond {
+            sink: ResponseSink::Ingress { request_id },
+            result,
+            ..
+        } => waiters.complete(request_id, result),
+        // The rest is the leader's; a new leader rebuilds it from the rows.
+        _ if !leads => {}
+        Action::Invoke { invocation_id, .. } => invoker.send(InvokerCommand::Invoke {
+            partition: partition.clone(),
+            invocation_id,
+        }),
+        Action::Notify {
+            invocation_id,
+            entry_index,
+            entry,
+        } => invoker.send(InvokerCommand::Notify {
+            invocation_id,
+            notification: Notification { entry_index, entry },
+        }),
+        Action::AbortAttempt { invocation_id } => {
+            invoker.send(InvokerCommand::Abort { invocation_id })
+        }
+    }
+}
+
+/// Routes invocations to partitions. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    table: Arc<PartitionTable>,
+    partitions: Arc<HashMap<PartitionId, PartitionHandle>>,
+    waiters: Arc<Waiters>,
+}
+
+impl WorkerHandle {
+    fn partition(&self, key: PartitionKey) -> Result<&PartitionHandle, WorkerError> {
+        self.table
+            .find(key)
+            .and_then(|entry| self.partitions.get(&entry.id))
+            .ok_or(WorkerError::NoPartition(key))
+    }
+
+    async fn propose(&self, invocation: ServiceInvocation) -> Result<(), WorkerError> {
+        let partition = self.partition(invocation.invocation_id.partition_key())?;
+        // Right after a start the partition may still be electing itself: wait, boundedly.
+        partition.wait_for_leadership(LEADER_WAIT).await?;
+        partition.propose(Record::Invoke(invocation)).await?;
+        Ok(())
+    }
+
+    /// Proposes the invocation; returns once it is durable.
+    pub async fn send(&self, mut invocation: ServiceInvocation) -> Result<(), WorkerError> {
+        invocation.response_sink = None;
+        self.propose(invocation).await
+    }
+
+    /// Proposes the invocation and waits for its result.
+    pub async fn call(
+        &self,
+        mut invocation: ServiceInvocation,
+    ) -> Result<InvocationResult, WorkerError> {
+        let waiter = self.waiters.register();
+        invocation.response_sink = Some(ResponseSink::Ingress {
+            request_id: waiter.request_id(),
+        });
+        self.propose(invocation).await?;
+        waiter.wait().await.ok_or(WorkerError::Stopped)
+    }
+}
