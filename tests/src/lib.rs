@@ -251,7 +251,9 @@ fn health_urls(addresses: &Addresses) -> Vec<String> {
 
 /// A running test-services process (an SDK deployment). Killed when dropped.
 pub struct TestServices {
-    _child: Child,
+    child: Child,
+    binary: String,
+    args: Vec<String>,
     pub address: std::net::SocketAddr,
 }
 
@@ -259,9 +261,25 @@ impl TestServices {
     /// Starts `binary` (pass `env!("CARGO_BIN_EXE_reprise-test-services")`) with the given
     /// variant and waits for the address it listens on.
     pub async fn spawn(binary: &str, variant: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(binary, &["--variant", variant]).await
+    }
+
+    /// Starts `binary` with `args` (see the binary's usage) and waits for its address.
+    pub async fn spawn_with(binary: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let (child, address) = Self::start(binary, &args).await?;
+        Ok(Self {
+            child,
+            binary: binary.to_owned(),
+            args,
+            address,
+        })
+    }
+
+    async fn start(binary: &str, args: &[String]) -> anyhow::Result<(Child, std::net::SocketAddr)> {
         use tokio::io::AsyncBufReadExt;
         let mut child = Command::new(binary)
-            .args(["--variant", variant])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -277,14 +295,32 @@ impl TestServices {
             .strip_prefix("listening on ")
             .with_context(|| format!("unexpected first line {first:?}"))?
             .parse()?;
-        Ok(Self {
-            _child: child,
-            address,
-        })
+        Ok((child, address))
     }
 
     pub fn uri(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// SIGKILLs the process and waits until it is gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing the test services")
+    }
+
+    /// Starts the process again on the same address, as a restarted deployment would be.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if !self.args.iter().any(|arg| arg == "--listen") {
+            self.args
+                .extend(["--listen".to_owned(), self.address.to_string()]);
+        }
+        let (child, address) = Self::start(&self.binary, &self.args).await?;
+        anyhow::ensure!(
+            address == self.address,
+            "restarted on {address}, not {}",
+            self.address
+        );
+        self.child = child;
+        Ok(())
     }
 }
 

@@ -9,6 +9,8 @@ use reprise_e2e::{NodeSpec, ServerProcess, TestServices};
 use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
+/// The services of the default variant, by name.
+const DEFAULT_SERVICES: [&str; 4] = ["Counter", "Failing", "Recorder", "TestUtilsService"];
 
 async fn started_node(base: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
     let mut node = NodeSpec::new(base, "n1").spawn()?;
@@ -54,7 +56,7 @@ async fn registers_an_sdk_deployment_and_reports_its_services() -> anyhow::Resul
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap_or_default().to_owned();
     assert!(id.starts_with("dp_1"), "{body}");
-    assert_eq!(names(&body["services"]), ["Counter", "TestUtilsService"]);
+    assert_eq!(names(&body["services"]), DEFAULT_SERVICES);
     assert_eq!(body["min_protocol_version"], 5);
     assert_eq!(body["max_protocol_version"], 7);
     assert!(
@@ -84,12 +86,9 @@ async fn registers_an_sdk_deployment_and_reports_its_services() -> anyhow::Resul
     assert_eq!(list["deployments"][0]["protocol_type"], "BidiStream");
     let (status, one) = get(&admin, &format!("/deployments/{id}")).await?;
     assert_eq!(status, 200, "{one}");
-    assert_eq!(names(&one["services"]), ["Counter", "TestUtilsService"]);
+    assert_eq!(names(&one["services"]), DEFAULT_SERVICES);
     let (_, versioned) = get(&admin, "/v3/services").await?;
-    assert_eq!(
-        names(&versioned["services"]),
-        ["Counter", "TestUtilsService"]
-    );
+    assert_eq!(names(&versioned["services"]), DEFAULT_SERVICES);
 
     // The same deployment again: unchanged, same id.
     let (status, again) = register(&admin, json!({"uri": services.uri()})).await?;
@@ -104,7 +103,7 @@ async fn registers_an_sdk_deployment_and_reports_its_services() -> anyhow::Resul
     );
     let (_node, admin) = started_node(tmp.path()).await?;
     let (_, after) = get(&admin, "/services").await?;
-    assert_eq!(names(&after["services"]), ["Counter", "TestUtilsService"]);
+    assert_eq!(names(&after["services"]), DEFAULT_SERVICES);
     Ok(())
 }
 
@@ -138,7 +137,8 @@ async fn breaking_changes_need_force_and_removal_needs_force() -> anyhow::Result
     let (status, body) = register(&admin, json!({"uri": second.uri()})).await?;
     assert_eq!(status, 409, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains("uppercaseEcho"), "{message}");
+    assert!(message.contains("TestUtilsService"), "{message}");
+    assert!(message.contains("would be removed"), "{message}");
     assert!(message.contains("force"), "says how to proceed: {message}");
     let (_, service) = get(&admin, "/services/TestUtilsService").await?;
     assert_eq!(service["revision"], 1, "nothing changed");

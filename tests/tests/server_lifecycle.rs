@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use nix::sys::signal::Signal;
-use reprise_e2e::{NodeSpec, eventually, run_to_exit};
+use reprise_e2e::{NodeSpec, TestServices, eventually, run_to_exit};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 
 #[tokio::test]
 async fn starts_ready_and_exits_zero_on_sigterm_and_sigint() -> anyhow::Result<()> {
@@ -185,14 +187,43 @@ async fn roles_decide_which_ports_are_served() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a connection to `address` and sends half a request, which keeps it in flight.
-async fn half_sent_request(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(b"POST /restate/health HTTP/1.1\r\nHost: test\r\n")
+/// A request held in flight on the ingress: its handler is reading a body the test never
+/// finishes. The server has provably started it — hyper answers `100 Continue` only once the
+/// handler polls the body — so a shutdown that follows must wait for it or abandon it.
+async fn in_flight_request(
+    addresses: &reprise_e2e::Addresses,
+) -> anyhow::Result<(tokio::net::TcpStream, TestServices)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let services = TestServices::spawn(SERVICES_BIN, "default").await?;
+    let admin = addresses.admin.context("admin runs")?;
+    let registered = reqwest::Client::new()
+        .post(format!("http://{admin}/deployments"))
+        .json(&serde_json::json!({"uri": services.uri()}))
+        .send()
         .await?;
-    Ok(stream)
+    anyhow::ensure!(registered.status() == 201, "{}", registered.text().await?);
+    let ingress = addresses.ingress.context("ingress runs")?;
+    let mut stream = tokio::net::TcpStream::connect(ingress).await?;
+    stream
+        .write_all(
+            b"POST /TestUtilsService/echo HTTP/1.1\r\nHost: test\r\n\
+              Content-Type: application/json\r\nContent-Length: 16\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await?;
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("100 Continue") {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(STOP_TIMEOUT, stream.read(&mut buf)).await??;
+        anyhow::ensure!(
+            read > 0,
+            "the connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..read]);
+    }
+    stream.write_all(b"\"abc").await?;
+    Ok((stream, services))
 }
 
 #[tokio::test]
@@ -204,7 +235,7 @@ async fn stopping_refuses_new_work_and_abandons_in_flight_requests_in_time() -> 
     let addresses = node.wait_ready().await?.clone();
     let ingress = addresses.ingress.expect("ingress runs");
     let admin = addresses.admin.expect("admin runs");
-    let _in_flight = half_sent_request(ingress).await?;
+    let _in_flight = in_flight_request(&addresses).await?;
 
     node.signal(Signal::SIGTERM)?;
     node.wait_for_log("stopping", STOP_TIMEOUT).await?;
@@ -240,8 +271,8 @@ async fn a_second_signal_exits_at_once() -> anyhow::Result<()> {
     let mut node = NodeSpec::new(tmp.path(), "n1")
         .env("REPRISE_SHUTDOWN_TIMEOUT", "10m")
         .spawn()?;
-    let ingress = node.wait_ready().await?.ingress.expect("ingress runs");
-    let _in_flight = half_sent_request(ingress).await?;
+    let addresses = node.wait_ready().await?.clone();
+    let _in_flight = in_flight_request(&addresses).await?;
 
     node.signal(Signal::SIGTERM)?;
     node.wait_for_log("stopping", STOP_TIMEOUT).await?;

@@ -1,0 +1,360 @@
+//! Invoking services end to end: a real `reprise-server`, a real SDK deployment, real HTTP.
+//! Calls and sends, retries until success, terminal errors reaching the caller, bad requests,
+//! and the two crashes a durable engine must shrug off — the service process killed in the
+//! middle of an invocation, and the server killed while an invocation is retrying.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reprise_e2e::{NodeSpec, ServerProcess, TestServices, eventually};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
+/// How long an invocation may take to finish after what it waits for has happened.
+const COMPLETION: Duration = Duration::from_secs(60);
+
+/// A server (fast retries) with the default test services registered.
+struct Setup {
+    tmp: tempfile::TempDir,
+    spec: NodeSpec,
+    node: ServerProcess,
+    services: TestServices,
+    ingress: String,
+    client: reqwest::Client,
+}
+
+impl Setup {
+    async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut spec = NodeSpec::new(tmp.path(), "n1")
+            .env(
+                "REPRISE_WORKER__INVOKER__RETRY_POLICY__INITIAL_INTERVAL",
+                "20ms",
+            )
+            .env(
+                "REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL",
+                "200ms",
+            );
+        for (key, value) in extra_env {
+            spec = spec.env(key, value);
+        }
+        let records = tmp.path().join("records");
+        std::fs::create_dir_all(&records)?;
+        let services =
+            TestServices::spawn_with(SERVICES_BIN, &["--dir", &records.to_string_lossy()]).await?;
+        let mut node = spec.spawn()?;
+        let addresses = node.wait_ready().await?.clone();
+        let admin = addresses.admin.expect("the admin role runs by default");
+        let ingress = addresses.ingress.expect("the ingress role runs by default");
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("http://{admin}/deployments"))
+            .json(&json!({"uri": services.uri()}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "registration failed: {}",
+            response.text().await?
+        );
+        Ok(Self {
+            tmp,
+            spec,
+            node,
+            services,
+            ingress: format!("http://{ingress}"),
+            client,
+        })
+    }
+
+    fn records(&self) -> PathBuf {
+        self.tmp.path().join("records")
+    }
+
+    fn open_gate(&self) -> anyhow::Result<()> {
+        std::fs::write(self.records().join("gate"), b"")?;
+        Ok(())
+    }
+
+    /// POSTs a JSON body (none for `Value::Null`: the handler takes no input) to an ingress
+    /// path; returns status, headers and body.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+        let mut request = self.client.post(format!("{}{path}", self.ingress));
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        Ok((status, headers, response.bytes().await?.to_vec()))
+    }
+
+    /// Calls `path` with a JSON body and returns the status and the JSON answer.
+    async fn call(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let (status, _, body) = self.post_json(path, body).await?;
+        let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            Value::String(format!("non-JSON body: {}", String::from_utf8_lossy(&body)))
+        });
+        Ok((status, value))
+    }
+
+    /// Sends `path` and returns the invocation id the ingress answered with.
+    async fn send(&self, path: &str, body: &Value) -> anyhow::Result<String> {
+        let (status, body) = self.call(&format!("{path}/send"), body).await?;
+        anyhow::ensure!(status == 202, "send answered {status}: {body}");
+        Ok(body["invocationId"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default())
+    }
+
+    /// Restarts the server on the same directory after it was killed.
+    async fn restart_server(&mut self) -> anyhow::Result<()> {
+        self.node = self.spec.spawn()?;
+        let ingress = self
+            .node
+            .wait_ready()
+            .await?
+            .ingress
+            .expect("the ingress role runs by default");
+        self.ingress = format!("http://{ingress}");
+        Ok(())
+    }
+}
+
+/// The events `Recorder` wrote for `invocation`, in order.
+fn events(records: &Path, invocation: &str) -> Vec<String> {
+    std::fs::read_to_string(records.join("events.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.strip_prefix(invocation))
+        .map(|event| event.trim().to_owned())
+        .collect()
+}
+
+fn count(events: &[String], event: &str) -> usize {
+    events.iter().filter(|e| *e == event).count()
+}
+
+#[tokio::test]
+async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Result<()> {
+    let setup = Setup::start(&[]).await?;
+
+    let (status, headers, body) = setup
+        .post_json("/TestUtilsService/echo", &json!("hi"))
+        .await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"\"hi\"");
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    let id = headers["x-restate-id"].to_str()?;
+    assert!(id.starts_with("inv_1"), "{id}");
+
+    let (status, body) = setup
+        .call("/TestUtilsService/uppercaseEcho", &json!("hello"))
+        .await?;
+    assert_eq!((status, body), (200, json!("HELLO")));
+
+    let (status, body) = setup
+        .call("/TestUtilsService/countExecutedSideEffects", &json!(3))
+        .await?;
+    assert_eq!((status, body), (200, json!(3)));
+
+    // Request headers reach the handler; the ingress adds the path it was called on.
+    let response = setup
+        .client
+        .post(format!("{}/TestUtilsService/echoHeaders", setup.ingress))
+        .header("x-custom", "forty-two")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await?;
+    assert_eq!(seen["x-custom"], "forty-two", "{seen}");
+    assert_eq!(
+        seen["x-restate-ingress-path"], "/TestUtilsService/echoHeaders",
+        "{seen}"
+    );
+
+    // Raw bytes in, the same bytes out, with the handler's content type.
+    let raw: Vec<u8> = (0..=255).collect();
+    let response = setup
+        .client
+        .post(format!("{}/TestUtilsService/rawEcho", setup.ingress))
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(raw.clone())
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(response.bytes().await?.to_vec(), raw);
+
+    // A send answers at once and the invocation still runs to its end.
+    setup.open_gate()?;
+    let id = setup.send("/Recorder/failUntilGate", &json!(null)).await?;
+    assert!(id.starts_with("inv_1"), "{id}");
+    let records = setup.records();
+    eventually("the sent invocation runs", COMPLETION, || async {
+        count(&events(&records, &id), "succeeded") == 1
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_until_they_succeed() -> anyhow::Result<()> {
+    let setup = Setup::start(&[]).await?;
+
+    let (status, body) = setup
+        .call("/Failing/k1/failingCallWithEventualSuccess", &json!(null))
+        .await?;
+    assert_eq!((status, body), (200, json!(4)));
+
+    let (status, body) = setup
+        .call(
+            "/Failing/k2/sideEffectSucceedsAfterGivenAttempts",
+            &json!(3),
+        )
+        .await?;
+    assert_eq!((status, body), (200, json!(3)));
+
+    // The SDK's own retry policy for the side effect gives up after 3 attempts; the failure is
+    // then stored and the handler sees it.
+    let (status, body) = setup
+        .call("/Failing/k3/sideEffectFailsAfterGivenAttempts", &json!(3))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.as_u64().is_some_and(|n| n >= 3), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn terminal_errors_reach_the_caller_with_their_message() -> anyhow::Result<()> {
+    let setup = Setup::start(&[]).await?;
+
+    for handler in ["terminallyFailingCall", "terminallyFailingSideEffect"] {
+        let message = format!("{handler} failed on purpose");
+        let (status, headers, body) = setup
+            .post_json(
+                &format!("/Failing/k/{handler}"),
+                &json!({"errorMessage": message}),
+            )
+            .await?;
+        let body: Value = serde_json::from_slice(&body)?;
+        assert_eq!(status, 500, "{handler}: {body}");
+        assert_eq!(body["message"], message.as_str(), "{handler}: {body}");
+        assert_eq!(headers["x-restate-error-source"], "invocation");
+        assert!(headers.contains_key("x-restate-id"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
+    let setup = Setup::start(&[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "1 KiB")]).await?;
+
+    let cases: [(&str, u16, &str); 3] = [
+        ("/NoSuchService/echo", 404, "NoSuchService"),
+        ("/TestUtilsService/noSuchHandler", 404, "noSuchHandler"),
+        ("/Failing/terminallyFailingCall", 400, "key"),
+    ];
+    for (path, expected, mentions) in cases {
+        let (status, body) = setup.call(path, &json!("x")).await?;
+        assert_eq!(status, expected, "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(mentions), "{path}: {body}");
+    }
+
+    let too_big = "x".repeat(2048);
+    let (status, body) = setup
+        .call("/TestUtilsService/echo", &json!(too_big))
+        .await?;
+    assert_eq!(status, 413, "{body}");
+
+    let response = setup
+        .client
+        .delete(format!("{}/TestUtilsService/echo", setup.ingress))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 405);
+
+    // A body the handler cannot decode is the handler's terminal error, not a crash.
+    let (status, body) = setup
+        .call(
+            "/TestUtilsService/countExecutedSideEffects",
+            &json!("three"),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+
+    // The node is still serving.
+    let (status, body) = setup.call("/TestUtilsService/echo", &json!("ok")).await?;
+    assert_eq!((status, body), (200, json!("ok")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_service_resumes_without_repeating_completed_side_effects() -> anyhow::Result<()> {
+    let mut setup = Setup::start(&[]).await?;
+    let records = setup.records();
+
+    let id = setup
+        .send("/Recorder/runSteps", &json!({"steps": 4, "waitAfter": 1}))
+        .await?;
+    // `waiting` is written only after the second side effect's result came back from Reprise,
+    // that is after it was stored.
+    eventually("the invocation reaches the gate", COMPLETION, || async {
+        events(&records, &id).contains(&"waiting".to_owned())
+    })
+    .await?;
+    setup.services.kill().await?;
+    setup.open_gate()?;
+    setup.services.restart().await?;
+
+    eventually("the invocation finishes", COMPLETION, || async {
+        events(&records, &id).contains(&"done".to_owned())
+    })
+    .await?;
+    let seen = events(&records, &id);
+    for step in 0..4 {
+        assert_eq!(count(&seen, &format!("step {step}")), 1, "{seen:?}");
+    }
+    // The replay reached the gate again, but no stored side effect ran twice.
+    assert_eq!(count(&seen, "waiting"), 2, "{seen:?}");
+    assert_eq!(count(&seen, "done"), 1, "{seen:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_server_resumes_a_retrying_invocation() -> anyhow::Result<()> {
+    let mut setup = Setup::start(&[]).await?;
+    let records = setup.records();
+
+    let id = setup.send("/Recorder/failUntilGate", &json!(null)).await?;
+    eventually("the invocation is retried", COMPLETION, || async {
+        count(&events(&records, &id), "attempt") >= 2
+    })
+    .await?;
+    setup.node.signal(nix::sys::signal::Signal::SIGKILL)?;
+    setup.node.wait_exit(Duration::from_secs(10)).await?;
+    setup.open_gate()?;
+    setup.restart_server().await?;
+
+    eventually(
+        "the invocation completes after the restart",
+        COMPLETION,
+        || async { count(&events(&records, &id), "succeeded") == 1 },
+    )
+    .await?;
+
+    // Completed means completed: the restarted server keeps serving and does not run it again.
+    let (status, body) = setup
+        .call("/TestUtilsService/echo", &json!("after"))
+        .await?;
+    assert_eq!((status, body), (200, json!("after")));
+    assert_eq!(count(&events(&records, &id), "succeeded"), 1);
+    Ok(())
+}
