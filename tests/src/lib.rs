@@ -71,7 +71,7 @@ impl NodeSpec {
                 ("REPRISE_BIND_ADDRESS".into(), "127.0.0.1:0".into()),
                 ("REPRISE_INGRESS__BIND_ADDRESS".into(), "127.0.0.1:0".into()),
                 ("REPRISE_ADMIN__BIND_ADDRESS".into(), "127.0.0.1:0".into()),
-                ("REPRISE_LOG_FILTER".into(), "info".into()),
+                ("REPRISE_LOG_FILTER".into(), "info,openraft=warn".into()),
             ],
             args: Vec::new(),
         }

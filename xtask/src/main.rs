@@ -6,6 +6,9 @@
 //!   embedded defaults.
 //! - `cargo xtask test`: every test, the end-to-end ones included.
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with warnings denied, then `test`.
+//! - `cargo xtask bench [-- <bench flags>]`: release builds of the server and the SDK test
+//!   services, then `reprise-bench` (requests/s and latency of a request-response call at
+//!   concurrency 1, 16 and 128); writes `target/bench/invoke.json`.
 //! - `cargo xtask prerequisites`: only the install step.
 
 mod prerequisites;
@@ -21,6 +24,8 @@ commands:
   run [-- <flags>]   build and start reprise-server (release) with its embedded defaults
   test               run every test, end-to-end ones included
   ci                 cargo fmt --check, cargo clippy -D warnings, then test
+  bench [-- <flags>] measure request-response calls (release build); flags: --duration SECS,
+                     --warmup SECS, --concurrency 1,16,128, --out FILE
   prerequisites      install what the build needs beyond cargo (libclang, protoc)";
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(&rest),
         "test" => test(),
         "ci" => ci(),
+        "bench" => bench(&rest),
         "prerequisites" => prerequisites::ensure(),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -75,6 +81,41 @@ fn ci() -> anyhow::Result<()> {
         &[],
     )?;
     test()
+}
+
+fn bench(bench_args: &[String]) -> anyhow::Result<()> {
+    prerequisites::ensure()?;
+    cargo(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "reprise-server",
+            "-p",
+            "reprise-e2e",
+            "--bins",
+        ],
+        &[],
+    )?;
+    let release = target_dir().join("release");
+    let mut args = vec![
+        "--services".to_owned(),
+        release
+            .join("reprise-test-services")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    if !bench_args.iter().any(|arg| arg == "--out") {
+        let out = target_dir().join("bench").join("invoke.json");
+        args.extend(["--out".to_owned(), out.to_string_lossy().into_owned()]);
+    }
+    args.extend(bench_args.iter().cloned());
+    let status = Command::new(release.join("reprise-bench"))
+        .args(&args)
+        .env("E2E_SERVER_BIN", release.join("reprise-server"))
+        .status()
+        .context("running reprise-bench")?;
+    check("reprise-bench", status)
 }
 
 fn workspace_root() -> PathBuf {

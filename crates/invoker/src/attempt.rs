@@ -29,7 +29,6 @@ use crate::{Config, Notification};
 
 /// Protocol violations, as the SDKs number them.
 const PROTOCOL_VIOLATION: u32 = 571;
-const UNSUPPORTED_MEDIA_TYPE: u32 = 415;
 const INTERNAL: u32 = 500;
 
 /// Why an attempt failed; the invocation is retried.
@@ -338,8 +337,9 @@ impl Attempt<'_> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if content_type != self.version.content_type() {
+            // The deployment's mistake, not the caller's: a protocol violation, not a 415.
             return Err(Failure::new(
-                UNSUPPORTED_MEDIA_TYPE,
+                PROTOCOL_VIOLATION,
                 format!(
                     "the deployment answered with content-type `{content_type}`, expected `{}`",
                     self.version.content_type()
@@ -387,6 +387,9 @@ impl Running<'_> {
                 return violation("the deployment sent an input command".into());
             }
             ty if ty.is_command() || ty.is_custom() => {
+                if let Err(err) = frame.check_command() {
+                    return violation(err.to_string());
+                }
                 self.made_progress = true;
                 self.propose(EffectKind::JournalEntry(StoredFrame::from(&frame)))
                     .await

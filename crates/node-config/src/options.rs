@@ -59,7 +59,7 @@ impl Default for Configuration {
             auto_provision: true,
             default_num_partitions: 24,
             shutdown_timeout: FriendlyDuration::from_secs(60),
-            log_filter: "info".to_owned(),
+            log_filter: "info,openraft=warn".to_owned(),
             log_format: LogFormat::Pretty,
             ingress: IngressOptions::default(),
             admin: AdminOptions::default(),

@@ -46,7 +46,7 @@ fn defaults_alone_make_a_complete_single_node() {
         config.shutdown_timeout.as_duration(),
         Duration::from_secs(60)
     );
-    assert_eq!(config.log_filter, "info");
+    assert_eq!(config.log_filter, "info,openraft=warn");
     assert!(config.auto_provision);
     assert!(!config.node_name.is_empty());
     assert_eq!(config.node_dir(), config.base_dir.join(&config.node_name));

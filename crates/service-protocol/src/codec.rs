@@ -106,6 +106,43 @@ impl Frame {
     pub fn decode_notification(&self) -> Result<proto::NotificationTemplate, ProtocolError> {
         self.decode()
     }
+
+    /// For a command: checks that the payload decodes as that command's message. A command is
+    /// journaled verbatim and read back later (replayed to the SDK, interpreted by the
+    /// partition), so a malformed one must be refused when it arrives. Custom entries are
+    /// opaque and always pass.
+    pub fn check_command(&self) -> Result<(), ProtocolError> {
+        macro_rules! check {
+            ($($ty:ident => $message:ident),* $(,)?) => {
+                match self.ty {
+                    $(MessageType::$ty => self.decode::<proto::$message>().map(drop),)*
+                    _ => Ok(()),
+                }
+            };
+        }
+        check! {
+            InputCommand => InputCommandMessage,
+            OutputCommand => OutputCommandMessage,
+            GetLazyStateCommand => GetLazyStateCommandMessage,
+            SetStateCommand => SetStateCommandMessage,
+            ClearStateCommand => ClearStateCommandMessage,
+            ClearAllStateCommand => ClearAllStateCommandMessage,
+            GetLazyStateKeysCommand => GetLazyStateKeysCommandMessage,
+            GetEagerStateCommand => GetEagerStateCommandMessage,
+            GetEagerStateKeysCommand => GetEagerStateKeysCommandMessage,
+            GetPromiseCommand => GetPromiseCommandMessage,
+            PeekPromiseCommand => PeekPromiseCommandMessage,
+            CompletePromiseCommand => CompletePromiseCommandMessage,
+            SleepCommand => SleepCommandMessage,
+            CallCommand => CallCommandMessage,
+            OneWayCallCommand => OneWayCallCommandMessage,
+            SendSignalCommand => SendSignalCommandMessage,
+            RunCommand => RunCommandMessage,
+            AttachInvocationCommand => AttachInvocationCommandMessage,
+            GetInvocationOutputCommand => GetInvocationOutputCommandMessage,
+            CompleteAwakeableCommand => CompleteAwakeableCommandMessage,
+        }
+    }
 }
 
 /// Splits a byte stream into frames.

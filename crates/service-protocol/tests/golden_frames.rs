@@ -171,6 +171,22 @@ fn truncated_unknown_and_undecodable_frames_are_errors() {
         .decode::<proto::SetStateCommandMessage>()
         .expect_err("payload does not decode");
     assert!(matches!(err, ProtocolError::Decode { .. }), "{err}");
+    // The invoker's check of a command before it is journaled sees the same.
+    let err = frame.check_command().expect_err("a malformed command");
+    assert!(matches!(err, ProtocolError::Decode { .. }), "{err}");
+}
+
+#[test]
+fn well_formed_commands_and_custom_entries_pass_the_command_check() {
+    let mut decoder = FrameDecoder::new(1024);
+    // A Run command (completion 1, named "x"), then a custom entry with arbitrary bytes.
+    decoder.push(&unhex("04110000000000055801620178"));
+    decoder.push(&unhex("fc01000000000003ffffff"));
+    let run = decoder.next_frame().expect("valid").expect("complete");
+    assert_eq!(run.ty, MessageType::RunCommand);
+    assert_eq!(run.check_command(), Ok(()));
+    let custom = decoder.next_frame().expect("valid").expect("complete");
+    assert_eq!(custom.check_command(), Ok(()));
 }
 
 #[test]
