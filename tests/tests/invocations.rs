@@ -48,9 +48,11 @@ impl Setup {
         let admin = addresses.admin.expect("the admin role runs by default");
         let ingress = addresses.ingress.expect("the ingress role runs by default");
         let client = reqwest::Client::new();
+        // As `curl -d` sends it: JSON under a form content type.
         let response = client
             .post(format!("http://{admin}/deployments"))
-            .json(&json!({"uri": services.uri()}))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(json!({"uri": services.uri()}).to_string())
             .send()
             .await?;
         anyhow::ensure!(
@@ -192,6 +194,17 @@ async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Re
     assert_eq!(response.headers()[CONTENT_TYPE], "application/octet-stream");
     assert_eq!(response.bytes().await?.to_vec(), raw);
 
+    // HTTP/2 with prior knowledge, as SDK test harnesses and ingress clients use it.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    let response = h2
+        .post(format!("{}/TestUtilsService/echo", setup.ingress))
+        .json(&json!("over h2"))
+        .send()
+        .await?;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await?, json!("over h2"));
+
     // A send answers at once and the invocation still runs to its end.
     setup.open_gate()?;
     let id = setup.send("/Recorder/failUntilGate", &json!(null)).await?;
@@ -249,6 +262,23 @@ async fn terminal_errors_reach_the_caller_with_their_message() -> anyhow::Result
         assert_eq!(headers["x-restate-error-source"], "invocation");
         assert!(headers.contains_key("x-restate-id"));
     }
+    Ok(())
+}
+
+/// With an inactivity timeout of zero the attempt's input closes after the replay, so the SDK
+/// suspends at every `ctx.run` and is invoked again once the result is stored: the attempt that
+/// finishes replays every side effect from the journal and executes none.
+#[tokio::test]
+async fn always_suspending_invocations_replay_stored_side_effects() -> anyhow::Result<()> {
+    let setup = Setup::start(&[("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s")]).await?;
+
+    let (status, body) = setup
+        .call("/TestUtilsService/countExecutedSideEffects", &json!(3))
+        .await?;
+    assert_eq!((status, body), (200, json!(0)));
+
+    let (status, body) = setup.call("/TestUtilsService/echo", &json!("hi")).await?;
+    assert_eq!((status, body), (200, json!("hi")));
     Ok(())
 }
 
