@@ -79,6 +79,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) deployment: &'a Deployment,
     pub(crate) version: ServiceProtocolVersion,
     pub(crate) journal: Vec<StoredFrame>,
+    /// The object's whole state, or `None` to let the SDK read it lazily.
+    pub(crate) eager_state: Option<Vec<(Bytes, Bytes)>>,
     pub(crate) retry_count: u32,
     pub(crate) since_last_stored: Duration,
     pub(crate) inactivity_timeout: Duration,
@@ -116,8 +118,16 @@ impl Attempt<'_> {
                 id: Bytes::copy_from_slice(&id.to_bytes()),
                 debug_id: id.to_string(),
                 known_entries: u32::try_from(self.journal.len()).unwrap_or(u32::MAX),
-                state_map: Vec::new(),
-                partial_state: true,
+                state_map: self
+                    .eager_state
+                    .iter()
+                    .flatten()
+                    .map(|(key, value)| proto::start_message::StateEntry {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                partial_state: self.eager_state.is_none(),
                 key: self.target.key.clone().unwrap_or_default(),
                 retry_count_since_last_stored_entry: self.retry_count,
                 duration_since_last_stored_entry: u64::try_from(self.since_last_stored.as_millis())

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_partition_processor::{
-    EffectKind, InFlight, InvocationStatus, InvocationTarget, InvokerEffect, PartitionHandle,
-    Record,
+    EffectKind, InFlight, InvocationStatus, InvocationTarget, InvokerEffect, ObjectId,
+    PartitionHandle, Record, StorageError,
 };
 use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::ServiceClient;
@@ -72,6 +72,13 @@ impl Invocation {
                             return;
                         }
                     };
+                    let eager_state = match self.eager_state(&in_flight.target) {
+                        Ok(state) => state,
+                        Err(err) => {
+                            error!(invocation = %id, %err, "cannot read the object's state; leaving it to the next leader");
+                            return;
+                        }
+                    };
                     let Ok(_permit) = self.concurrency.clone().acquire_owned().await else {
                         return; // the semaphore is closed: the invoker is stopping
                     };
@@ -86,6 +93,7 @@ impl Invocation {
                         deployment: &deployment,
                         version,
                         journal,
+                        eager_state,
                         retry_count: retries_since_progress,
                         since_last_stored: last_progress.elapsed(),
                         inactivity_timeout,
@@ -216,6 +224,25 @@ impl Invocation {
                 Ok((deployment.clone(), deployment.protocol_version, true))
             }
         }
+    }
+
+    /// What the start message carries of the object's state: all of it, unless eager state is
+    /// off, the target has no key, or the state is over the size limit (then the SDK reads
+    /// entries lazily).
+    fn eager_state(
+        &self,
+        target: &InvocationTarget,
+    ) -> Result<Option<Vec<(bytes::Bytes, bytes::Bytes)>>, StorageError> {
+        let Some(key) = &target.key else {
+            return Ok(None);
+        };
+        if !self.config.eager_state {
+            return Ok(None);
+        }
+        let object = ObjectId::new(target.service.clone(), key.clone());
+        let state = self.partition.store().read_all_state(&object)?;
+        let size: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
+        Ok((size <= self.config.eager_state_size_limit).then_some(state))
     }
 
     /// Per-handler, then per-service overrides from the manifest, then the configuration.

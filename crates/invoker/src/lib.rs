@@ -78,6 +78,9 @@ pub struct Config {
     pub inactivity_timeout: Duration,
     pub abort_timeout: Duration,
     pub message_size_limit: usize,
+    /// Whether start messages carry the object's state (see `eager_state_size_limit`).
+    pub eager_state: bool,
+    pub eager_state_size_limit: usize,
     pub retry_policy: RetryPolicy,
 }
 
@@ -90,6 +93,9 @@ impl Config {
             inactivity_timeout: options.inactivity_timeout.as_duration(),
             abort_timeout: options.abort_timeout.as_duration(),
             message_size_limit: usize::try_from(options.message_size_limit.as_u64())
+                .unwrap_or(usize::MAX),
+            eager_state: !options.disable_eager_state,
+            eager_state_size_limit: usize::try_from(options.eager_state_size_limit.as_u64())
                 .unwrap_or(usize::MAX),
             retry_policy: RetryPolicy {
                 initial_interval: policy.initial_interval.as_duration(),

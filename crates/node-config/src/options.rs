@@ -169,6 +169,11 @@ pub struct InvokerOptions {
     pub abort_timeout: FriendlyDuration,
     /// Largest protocol message accepted from a deployment.
     pub message_size_limit: ByteCount,
+    /// Send no state in the start message: the SDK reads every entry lazily.
+    pub disable_eager_state: bool,
+    /// An object whose state is larger than this gets none in the start message (the SDK reads
+    /// it lazily) rather than all of it.
+    pub eager_state_size_limit: ByteCount,
     /// How failed attempts are retried.
     pub retry_policy: RetryPolicy,
 }
@@ -180,6 +185,8 @@ impl Default for InvokerOptions {
             inactivity_timeout: FriendlyDuration::from_secs(60),
             abort_timeout: FriendlyDuration::from_secs(600),
             message_size_limit: ByteCount::mib(32),
+            disable_eager_state: false,
+            eager_state_size_limit: ByteCount::mib(8),
             retry_policy: RetryPolicy::default(),
         }
     }

@@ -1,6 +1,6 @@
 //! The partition processor: the deterministic state machine of one partition. It applies the
 //! records of the partition log ([`Record`]) to the partition's tables ([`PartitionStore`]:
-//! invocation status and journal for now; state, inbox, timers, outbox, promises and dedup
+//! invocation status, journal and object state for now; inbox, timers, outbox, promises and dedup
 //! come with the issues that need them) and emits [`Action`]s that only the leader carries out.
 //!
 //! The tables live in RocksDB ([`RocksDbStore`], one synced batch per commit) or in memory
@@ -30,4 +30,4 @@ pub use record::{
 pub use rocksdb_store::{RocksDbStore, Transaction};
 pub use state_machine::apply;
 pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
-pub use storage::{MemoryStore, PartitionStore, StorageError};
+pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

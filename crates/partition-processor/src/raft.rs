@@ -70,6 +70,9 @@ struct SnapshotData {
     meta: SnapshotMeta<u64, BasicNode>,
     statuses: Vec<(InvocationId, InvocationStatus)>,
     journal: Vec<((InvocationId, u32), StoredFrame)>,
+    /// Raw rows of the state table.
+    #[serde(default)]
+    state: Vec<(bytes::Bytes, bytes::Bytes)>,
 }
 
 /// The state machine of one partition. Actions of applied records go to `actions`; whoever
@@ -190,6 +193,10 @@ impl PartitionStateMachine {
                 .store
                 .journal_entries_in(self.range.clone())
                 .map_err(read_err)?,
+            state: self
+                .store
+                .state_rows_in(self.range.clone())
+                .map_err(read_err)?,
         };
         let bytes =
             serde_json::to_vec(&data).map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
@@ -286,6 +293,9 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             .map_err(storage_failure)?;
         self.store
             .put_rows(&mut batch, &data.statuses, &data.journal)
+            .map_err(storage_failure)?;
+        self.store
+            .put_state_rows(&mut batch, &data.state)
             .map_err(storage_failure)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

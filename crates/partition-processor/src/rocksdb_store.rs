@@ -1,6 +1,8 @@
-//! The partitions' tables in RocksDB: column family `status` (invocation id → status) and
+//! The partitions' tables in RocksDB: column family `status` (invocation id → status),
 //! `journal` (invocation id ‖ big-endian entry index → frame), so one invocation's journal is
-//! one contiguous, ordered key range. An invocation id starts with its partition key
+//! one contiguous, ordered key range, and `state` (partition key ‖ length-prefixed service ‖
+//! length-prefixed object key ‖ state key → the value's bytes, as the SDK sent them), so one
+//! object's state is one contiguous range too. An invocation id starts with its partition key
 //! (big-endian), so every partition's rows are one contiguous range too: all partitions of a
 //! node share one database, and with it one write-ahead log whose fsyncs they share. The
 //! partitions' raft logs live in the same database (families `log` and `raft`).
@@ -12,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,10 +28,11 @@ use serde::de::DeserializeOwned;
 
 use crate::record::StoredFrame;
 use crate::status::InvocationStatus;
-use crate::storage::{MemoryStore, PartitionStore, StorageError};
+use crate::storage::{MemoryStore, ObjectId, PartitionStore, StorageError};
 
 const CF_STATUS: &str = "status";
 const CF_JOURNAL: &str = "journal";
+const CF_STATE: &str = "state";
 /// Raft log entries of every partition, under the partition's id.
 pub const CF_LOG: &str = "log";
 /// Raft vote, commit point and applied state of every partition, under the partition's id.
@@ -57,7 +62,7 @@ impl RocksDbStore {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(2);
-        let families = [CF_STATUS, CF_JOURNAL, CF_LOG, CF_RAFT]
+        let families = [CF_STATUS, CF_JOURNAL, CF_STATE, CF_LOG, CF_RAFT]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families).map_err(|err| {
@@ -174,10 +179,69 @@ impl RocksDbStore {
             Some(next) => next.to_be_bytes().to_vec(),
             None => vec![0xff; InvocationId::RAW_LEN + 5],
         };
-        for cf in [CF_STATUS, CF_JOURNAL] {
+        for cf in [CF_STATUS, CF_JOURNAL, CF_STATE] {
             batch.delete_range_cf(self.cf(cf)?, &start, &end);
         }
         Ok(())
+    }
+
+    /// Every state row of objects whose partition key is in `range`, as raw key and value.
+    pub fn state_rows_in(
+        &self,
+        range: RangeInclusive<PartitionKey>,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let mut out = Vec::new();
+        let start = range.start().as_u64().to_be_bytes();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_STATE)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let partition_key = <[u8; 8]>::try_from(key.get(..8).unwrap_or_default())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError(format!("bad state key in {}", self.path.display())))?;
+            if partition_key > range.end().as_u64() {
+                break;
+            }
+            out.push((Bytes::from(key.to_vec()), Bytes::from(value.to_vec())));
+        }
+        Ok(out)
+    }
+
+    /// Adds state rows (from a snapshot, as [`Self::state_rows_in`] gave them) to `batch`.
+    pub fn put_state_rows(
+        &self,
+        batch: &mut WriteBatch,
+        rows: &[(Bytes, Bytes)],
+    ) -> Result<(), StorageError> {
+        let cf = self.cf(CF_STATE)?;
+        for (key, value) in rows {
+            batch.put_cf(cf, key, value);
+        }
+        Ok(())
+    }
+
+    /// The committed state of an object, ordered by key: what an attempt's start message
+    /// carries as eager state.
+    pub fn read_all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let prefix = object_prefix(object);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_STATE)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let Some(state_key) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push((
+                Bytes::copy_from_slice(state_key),
+                Bytes::from(value.to_vec()),
+            ));
+        }
+        Ok(out)
     }
 
     /// Adds rows (from a snapshot) to `batch`.
@@ -204,6 +268,7 @@ impl RocksDbStore {
             store: self,
             statuses: BTreeMap::new(),
             journal: BTreeMap::new(),
+            state: BTreeMap::new(),
         }
     }
 
@@ -227,6 +292,14 @@ impl RocksDbStore {
             memory
                 .journals
                 .insert(self.decode_journal_key(&key)?, self.decode(&value)?);
+        }
+        for item in self.db.iterator_cf(self.cf(CF_STATE)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let (object, state_key) = decode_state_key(&key)
+                .ok_or_else(|| StorageError(format!("bad state key in {}", self.path.display())))?;
+            memory
+                .state
+                .insert((object, state_key), Bytes::from(value.to_vec()));
         }
         Ok(memory)
     }
@@ -277,11 +350,45 @@ fn journal_key(id: InvocationId, index: u32) -> Vec<u8> {
     key
 }
 
+/// Partition key ‖ service ‖ object key, each string length-prefixed so that no object's
+/// prefix is a prefix of another object's.
+fn object_prefix(object: &ObjectId) -> Vec<u8> {
+    let mut key = object.partition_key().as_u64().to_be_bytes().to_vec();
+    for part in [&object.service, &object.key] {
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        key.extend_from_slice(&len.to_be_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+fn state_key(object: &ObjectId, key: &[u8]) -> Vec<u8> {
+    let mut full = object_prefix(object);
+    full.extend_from_slice(key);
+    full
+}
+
+fn decode_state_key(full: &[u8]) -> Option<(ObjectId, Bytes)> {
+    let mut rest = full.get(8..)?;
+    let mut parts = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let part = rest.get(4..4usize.checked_add(len)?)?;
+        parts.push(String::from_utf8(part.to_vec()).ok()?);
+        rest = &rest[4 + len..];
+    }
+    let key = parts.pop()?;
+    let service = parts.pop()?;
+    Some((ObjectId { service, key }, Bytes::copy_from_slice(rest)))
+}
+
 /// Pending writes: `Some` is a put, `None` a delete.
 pub struct Transaction<'a> {
     store: &'a RocksDbStore,
     statuses: BTreeMap<InvocationId, Option<InvocationStatus>>,
     journal: BTreeMap<(InvocationId, u32), Option<StoredFrame>>,
+    /// By full state key (see [`state_key`]).
+    state: BTreeMap<Vec<u8>, Option<Bytes>>,
 }
 
 impl Transaction<'_> {
@@ -315,6 +422,13 @@ impl Transaction<'_> {
             match entry {
                 Some(entry) => batch.put_cf(journal_cf, key, encode(entry)?),
                 None => batch.delete_cf(journal_cf, key),
+            }
+        }
+        let state_cf = store.cf(CF_STATE)?;
+        for (key, value) in &self.state {
+            match value {
+                Some(value) => batch.put_cf(state_cf, key, value),
+                None => batch.delete_cf(state_cf, key),
             }
         }
         Ok(batch)
@@ -366,6 +480,59 @@ impl PartitionStore for Transaction<'_> {
     fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError> {
         for index in 0..length {
             self.journal.insert((id, index), None);
+        }
+        Ok(())
+    }
+
+    fn state(&self, object: &ObjectId, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let full = state_key(object, key);
+        match self.state.get(&full) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self
+                .store
+                .db
+                .get_cf(self.store.cf(CF_STATE)?, &full)
+                .map_err(|err| self.store.error(err))?
+                .map(Bytes::from)),
+        }
+    }
+
+    fn put_state(
+        &mut self,
+        object: &ObjectId,
+        key: Bytes,
+        value: Bytes,
+    ) -> Result<(), StorageError> {
+        self.state.insert(state_key(object, &key), Some(value));
+        Ok(())
+    }
+
+    fn delete_state(&mut self, object: &ObjectId, key: &[u8]) -> Result<(), StorageError> {
+        self.state.insert(state_key(object, key), None);
+        Ok(())
+    }
+
+    fn all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        // Committed rows, overlaid with this transaction's pending writes.
+        let mut merged: BTreeMap<Bytes, Bytes> =
+            self.store.read_all_state(object)?.into_iter().collect();
+        let prefix = object_prefix(object);
+        for (full, value) in self.state.range(prefix.clone()..) {
+            let Some(key) = full.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let key = Bytes::copy_from_slice(key);
+            match value {
+                Some(value) => merged.insert(key, value.clone()),
+                None => merged.remove(&key),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        for (key, _) in self.all_state(object)? {
+            self.state.insert(state_key(object, &key), None);
         }
         Ok(())
     }

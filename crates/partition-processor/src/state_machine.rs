@@ -19,7 +19,7 @@ use crate::record::{
     EffectKind, InvocationResult, InvokerEffect, Record, ServiceInvocation, StoredFrame,
 };
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
-use crate::storage::{PartitionStore, StorageError};
+use crate::storage::{ObjectId, PartitionStore, StorageError};
 
 /// Applies one record. On error nothing may be committed: the caller discards the batch.
 pub fn apply<S: PartitionStore>(
@@ -214,8 +214,112 @@ fn append_command<S: PartitionStore>(
     let index = in_flight.journal_length;
     store.put_journal_entry(id, index, entry.clone())?;
     in_flight.journal_length = index.saturating_add(1);
+    // State commands take effect in the same batch as the entry that records them.
+    let actions = match state_command(store, id, &mut in_flight, ty, entry)? {
+        Some(notification) => {
+            let index = in_flight.journal_length;
+            store.put_journal_entry(id, index, notification.clone())?;
+            in_flight.journal_length = index.saturating_add(1);
+            vec![Action::Notify {
+                invocation_id: id,
+                entry_index: index,
+                entry: notification,
+            }]
+        }
+        None => Vec::new(),
+    };
     store.put_status(id, InvocationStatus::Invoked(in_flight))?;
-    Ok(Vec::new())
+    Ok(actions)
+}
+
+/// Applies a state command to the object's state; for a lazy read, returns the notification
+/// that completes it (its completion id is then recorded as notified).
+fn state_command<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    in_flight: &mut InFlight,
+    ty: MessageType,
+    entry: &StoredFrame,
+) -> Result<Option<StoredFrame>, StorageError> {
+    let is_state_command = matches!(
+        ty,
+        MessageType::SetStateCommand
+            | MessageType::ClearStateCommand
+            | MessageType::ClearAllStateCommand
+            | MessageType::GetLazyStateCommand
+            | MessageType::GetLazyStateKeysCommand
+    );
+    if !is_state_command {
+        return Ok(None);
+    }
+    let Some(key) = in_flight.target.key.clone() else {
+        warn!(invocation = %id, %ty, "a state command from a service without a key; ignored");
+        return Ok(None);
+    };
+    let object = ObjectId::new(in_flight.target.service.clone(), key);
+    let payload = entry.payload.clone();
+    let undecodable = |err: prost::DecodeError| {
+        warn!(invocation = %id, %ty, %err, "undecodable state command; ignored");
+        Ok(None)
+    };
+    let (completion_id, result) = match ty {
+        MessageType::SetStateCommand => {
+            let command = match proto::SetStateCommandMessage::decode(payload) {
+                Ok(command) => command,
+                Err(err) => return undecodable(err),
+            };
+            let value = command.value.map(|v| v.content).unwrap_or_default();
+            store.put_state(&object, command.key, value)?;
+            return Ok(None);
+        }
+        MessageType::ClearStateCommand => {
+            let command = match proto::ClearStateCommandMessage::decode(payload) {
+                Ok(command) => command,
+                Err(err) => return undecodable(err),
+            };
+            store.delete_state(&object, &command.key)?;
+            return Ok(None);
+        }
+        MessageType::ClearAllStateCommand => {
+            store.delete_all_state(&object)?;
+            return Ok(None);
+        }
+        MessageType::GetLazyStateCommand => {
+            let command = match proto::GetLazyStateCommandMessage::decode(payload) {
+                Ok(command) => command,
+                Err(err) => return undecodable(err),
+            };
+            let result = match store.state(&object, &command.key)? {
+                Some(content) => notification_template::Result::Value(proto::Value { content }),
+                None => notification_template::Result::Void(proto::Void {}),
+            };
+            (command.result_completion_id, result)
+        }
+        _ => {
+            let command = match proto::GetLazyStateKeysCommandMessage::decode(payload) {
+                Ok(command) => command,
+                Err(err) => return undecodable(err),
+            };
+            let keys = store
+                .all_state(&object)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
+            let result = notification_template::Result::StateKeys(proto::StateKeys { keys });
+            (command.result_completion_id, result)
+        }
+    };
+    let notification_type = if ty == MessageType::GetLazyStateCommand {
+        MessageType::GetLazyStateCompletionNotification
+    } else {
+        MessageType::GetLazyStateKeysCompletionNotification
+    };
+    in_flight.notified_completions.push(completion_id);
+    let notification = proto::NotificationTemplate {
+        id: Some(notification_template::Id::CompletionId(completion_id)),
+        result: Some(result),
+    };
+    Ok(Some(frame(notification_type, &notification)))
 }
 
 fn output_result(output: proto::OutputCommandMessage) -> InvocationResult {

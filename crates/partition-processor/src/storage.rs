@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use reprise_types::InvocationId;
+use bytes::Bytes;
+use reprise_types::{InvocationId, PartitionKey};
 
 use crate::record::StoredFrame;
 use crate::status::InvocationStatus;
@@ -33,6 +34,40 @@ pub trait PartitionStore {
     ) -> Result<(), StorageError>;
     /// Removes entries `0..length` of the invocation's journal.
     fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError>;
+
+    /// One state entry of a virtual object (or workflow).
+    fn state(&self, object: &ObjectId, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
+    fn put_state(
+        &mut self,
+        object: &ObjectId,
+        key: Bytes,
+        value: Bytes,
+    ) -> Result<(), StorageError>;
+    fn delete_state(&mut self, object: &ObjectId, key: &[u8]) -> Result<(), StorageError>;
+    /// Every state entry of the object, ordered by key.
+    fn all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
+    fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError>;
+}
+
+/// A virtual object (or workflow) instance: the owner of a set of state entries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId {
+    pub service: String,
+    pub key: String,
+}
+
+impl ObjectId {
+    pub fn new(service: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            key: key.into(),
+        }
+    }
+
+    /// Where the object lives: the hash of its key, as for every keyed call.
+    pub fn partition_key(&self) -> PartitionKey {
+        PartitionKey::from_key(&self.key)
+    }
 }
 
 /// Tables in memory: for tests and replay checks.
@@ -40,6 +75,7 @@ pub trait PartitionStore {
 pub struct MemoryStore {
     pub statuses: BTreeMap<InvocationId, InvocationStatus>,
     pub journals: BTreeMap<(InvocationId, u32), StoredFrame>,
+    pub state: BTreeMap<(ObjectId, Bytes), Bytes>,
 }
 
 impl PartitionStore for MemoryStore {
@@ -78,6 +114,43 @@ impl PartitionStore for MemoryStore {
         for index in 0..length {
             self.journals.remove(&(id, index));
         }
+        Ok(())
+    }
+
+    fn state(&self, object: &ObjectId, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self
+            .state
+            .get(&(object.clone(), Bytes::copy_from_slice(key)))
+            .cloned())
+    }
+
+    fn put_state(
+        &mut self,
+        object: &ObjectId,
+        key: Bytes,
+        value: Bytes,
+    ) -> Result<(), StorageError> {
+        self.state.insert((object.clone(), key), value);
+        Ok(())
+    }
+
+    fn delete_state(&mut self, object: &ObjectId, key: &[u8]) -> Result<(), StorageError> {
+        self.state
+            .remove(&(object.clone(), Bytes::copy_from_slice(key)));
+        Ok(())
+    }
+
+    fn all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        Ok(self
+            .state
+            .iter()
+            .filter(|((owner, _), _)| owner == object)
+            .map(|((_, key), value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        self.state.retain(|(owner, _), _| owner != object);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
-    Action, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, MemoryStore,
+    Action, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, MemoryStore, ObjectId,
     PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation, StoredFrame, apply,
 };
 use reprise_service_protocol::MessageType;
@@ -67,6 +67,18 @@ fn scenario() -> Vec<Record> {
             name: String::new(),
         },
     );
+    let set = |key: &'static [u8], value: &'static [u8]| {
+        entry(
+            MessageType::SetStateCommand,
+            &proto::SetStateCommandMessage {
+                key: Bytes::from_static(key),
+                value: Some(proto::Value {
+                    content: Bytes::from_static(value),
+                }),
+                name: String::new(),
+            },
+        )
+    };
     let proposal = |c| EffectKind::RunProposal {
         completion_id: c,
         result: InvocationResult::Success(Bytes::from(format!("result-{c}"))),
@@ -106,6 +118,41 @@ fn scenario() -> Vec<Record> {
         ),
         invoke(1),
         invoke(4),
+        effect(4, set(b"a", b"1")),
+        effect(4, set(b"b", b"2")),
+        effect(
+            4,
+            entry(
+                MessageType::GetLazyStateCommand,
+                &proto::GetLazyStateCommandMessage {
+                    key: Bytes::from_static(b"a"),
+                    result_completion_id: 1,
+                    name: String::new(),
+                },
+            ),
+        ),
+        effect(
+            4,
+            entry(
+                MessageType::ClearAllStateCommand,
+                &proto::ClearAllStateCommandMessage {
+                    name: String::new(),
+                },
+            ),
+        ),
+        effect(4, set(b"c", b"3")),
+        effect(
+            4,
+            entry(
+                MessageType::GetLazyStateKeysCommand,
+                &proto::GetLazyStateKeysCommandMessage {
+                    result_completion_id: 2,
+                    name: String::new(),
+                },
+            ),
+        ),
+        invoke(5),
+        effect(5, set(b"a", b"kept")),
         effect(4, output),
     ]
 }
@@ -137,6 +184,17 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
     }
     let reopened = RocksDbStore::open(tmp.path()).expect("reopen");
     assert_eq!(reopened.to_memory().expect("dump"), expected);
+    // The scenario leaves state behind, and the committed reader sees it.
+    let object = ObjectId::new("Counter", "key-5");
+    assert_eq!(
+        reopened.read_all_state(&object).expect("read"),
+        vec![(Bytes::from_static(b"a"), Bytes::from_static(b"kept"))]
+    );
+    let object = ObjectId::new("Counter", "key-4");
+    assert_eq!(
+        reopened.read_all_state(&object).expect("read"),
+        vec![(Bytes::from_static(b"c"), Bytes::from_static(b"3"))]
+    );
 }
 
 #[test]

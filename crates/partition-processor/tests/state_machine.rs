@@ -379,3 +379,144 @@ fn duplicates_join_or_answer_and_nonsense_is_ignored() {
     }
     assert!(store.statuses.len() == 1 && after.statuses.len() == 1);
 }
+
+fn invoke_object(n: u128, key: &str) -> Record {
+    Record::Invoke(ServiceInvocation {
+        invocation_id: id(n),
+        target: InvocationTarget {
+            service: "Counter".into(),
+            handler: "add".into(),
+            key: Some(key.into()),
+        },
+        argument: Bytes::from_static(b"1"),
+        headers: Vec::new(),
+        response_sink: None,
+        created_at: MillisSinceEpoch::new(1000),
+    })
+}
+
+fn set_state(key: &'static [u8], value: &'static [u8]) -> EffectKind {
+    command(
+        MessageType::SetStateCommand,
+        &proto::SetStateCommandMessage {
+            key: Bytes::from_static(key),
+            value: Some(proto::Value {
+                content: Bytes::from_static(value),
+            }),
+            name: String::new(),
+        },
+    )
+}
+
+fn get_lazy_state(key: &'static [u8], completion_id: u32) -> EffectKind {
+    command(
+        MessageType::GetLazyStateCommand,
+        &proto::GetLazyStateCommandMessage {
+            key: Bytes::from_static(key),
+            result_completion_id: completion_id,
+            name: String::new(),
+        },
+    )
+}
+
+/// The notification a lazy state read produced, decoded.
+fn notified(actions: &[Action]) -> (u32, MessageType, notification_template::Result) {
+    match actions {
+        [
+            Action::Notify {
+                entry_index, entry, ..
+            },
+        ] => {
+            let ty = MessageType::from_id(entry.ty).expect("a known type");
+            let notification =
+                proto::NotificationTemplate::decode(entry.payload.clone()).expect("a notification");
+            (*entry_index, ty, notification.result.expect("a result"))
+        }
+        other => panic!("expected one notification, got {other:?}"),
+    }
+}
+
+#[test]
+fn state_commands_change_the_objects_state_and_lazy_reads_are_completed() {
+    let keys_command = command(
+        MessageType::GetLazyStateKeysCommand,
+        &proto::GetLazyStateKeysCommandMessage {
+            result_completion_id: 4,
+            name: String::new(),
+        },
+    );
+    let records = [
+        invoke_object(1, "ann"),
+        effect(1, set_state(b"count", b"1")),
+        effect(1, set_state(b"other", b"x")),
+        effect(1, get_lazy_state(b"count", 1)),
+        effect(
+            1,
+            command(
+                MessageType::ClearStateCommand,
+                &proto::ClearStateCommandMessage {
+                    key: Bytes::from_static(b"count"),
+                    name: String::new(),
+                },
+            ),
+        ),
+        effect(1, get_lazy_state(b"count", 2)),
+        effect(1, keys_command),
+        // Another object of the same service is a separate state.
+        invoke_object(2, "bob"),
+        effect(2, set_state(b"count", b"9")),
+        effect(
+            1,
+            command(
+                MessageType::ClearAllStateCommand,
+                &proto::ClearAllStateCommandMessage {
+                    name: String::new(),
+                },
+            ),
+        ),
+    ];
+    let (store, actions) = replay(&records);
+
+    let (index, ty, result) = notified(&actions[3]);
+    assert_eq!(ty, MessageType::GetLazyStateCompletionNotification);
+    // Input, two sets, the read: the notification follows its command.
+    assert_eq!(index, 4);
+    assert_eq!(
+        result,
+        notification_template::Result::Value(proto::Value {
+            content: Bytes::from_static(b"1")
+        })
+    );
+    let (_, _, result) = notified(&actions[5]);
+    assert_eq!(result, notification_template::Result::Void(proto::Void {}));
+    let (_, ty, result) = notified(&actions[6]);
+    assert_eq!(ty, MessageType::GetLazyStateKeysCompletionNotification);
+    assert_eq!(
+        result,
+        notification_template::Result::StateKeys(proto::StateKeys {
+            keys: vec![Bytes::from_static(b"other")]
+        })
+    );
+    match status(&store, 1) {
+        InvocationStatus::Invoked(in_flight) => {
+            assert_eq!(in_flight.notified_completions, [1, 2, 4]);
+        }
+        other => panic!("still running, not {other:?}"),
+    }
+
+    let ann = reprise_partition_processor::ObjectId::new("Counter", "ann");
+    let bob = reprise_partition_processor::ObjectId::new("Counter", "bob");
+    assert_eq!(store.all_state(&ann).expect("memory"), Vec::new());
+    assert_eq!(
+        store.all_state(&bob).expect("memory"),
+        vec![(Bytes::from_static(b"count"), Bytes::from_static(b"9"))]
+    );
+}
+
+#[test]
+fn state_commands_of_a_service_without_a_key_change_nothing() {
+    let records = [invoke(1, 10), effect(1, set_state(b"count", b"1"))];
+    let (store, actions) = replay(&records);
+    assert!(actions[1].is_empty());
+    assert!(store.state.is_empty());
+}
