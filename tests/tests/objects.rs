@@ -1,6 +1,7 @@
 //! Virtual objects and their durable state, end to end: the `Counter` of the conformance
 //! contract, in each way the state reaches the SDK — eagerly in the start message, lazily
-//! (eager state disabled), and with an attempt that suspends at every wait.
+//! (eager state disabled, or the object's state over the eager limit), and with an attempt
+//! that suspends at every wait.
 //!
 //! Still to come with the rest of issue 4: one-at-a-time execution per key (the inbox),
 //! `ListObject`/`MapObject`, timers, and the restart scenarios.
@@ -10,9 +11,13 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 
-/// The three ways state can reach the SDK.
-const MODES: [(&str, &[(&str, &str)]); 3] = [
+/// The ways state can reach the SDK.
+const MODES: [(&str, &[(&str, &str)]); 4] = [
     ("eager state", &[]),
+    (
+        "state over the eager limit",
+        &[("REPRISE_WORKER__INVOKER__EAGER_STATE_SIZE_LIMIT", "4")],
+    ),
     (
         "lazy state",
         &[("REPRISE_WORKER__INVOKER__DISABLE_EAGER_STATE", "true")],

@@ -65,14 +65,11 @@ impl IngressHandle {
     async fn get(&self) -> Result<Arc<IngressState>, IngressError> {
         let mut ready = self.0.subscribe();
         let waited = tokio::time::timeout(STARTUP_WAIT, ready.wait_for(Option::is_some)).await;
-        match waited {
-            Ok(Ok(state)) => Ok(state
-                .clone()
-                .expect("wait_for returned once the state is set")),
-            _ => Err(IngressError::Unavailable(
-                "the node is starting; try again".into(),
-            )),
-        }
+        let state = match waited {
+            Ok(Ok(state)) => state.clone(),
+            _ => None,
+        };
+        state.ok_or_else(|| IngressError::Unavailable("the node is starting; try again".into()))
     }
 }
 

@@ -40,14 +40,13 @@ pub fn parse(
         }
         tail => (None, tail),
     };
-    let Some(service) = tail.first() else {
+    let Some((service, rest)) = tail.split_first() else {
         return Err(IngressError::NotFound(
             "call /{service}/{handler} or /{object}/{key}/{handler}".into(),
         ));
     };
     let ty = service_type(service)
         .ok_or_else(|| IngressError::NotFound(format!("service `{service}` not found")))?;
-    let rest = &tail[1..];
     // The legacy form marks sends with a trailing `/send`.
     let (rest, send) = match (send, rest) {
         (Some(send), rest) => (rest, send),
@@ -82,26 +81,20 @@ pub fn parse(
 }
 
 fn percent_decode(segment: &str) -> Result<String, IngressError> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    IngressError::BadRequest(format!("bad percent-encoding in `{segment}`"))
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // The decoder leaves a malformed escape as it is; a path with one is a client's mistake.
+    let well_formed = segment.split('%').skip(1).all(|rest| {
+        rest.as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(IngressError::BadRequest(format!(
+            "bad percent-encoding in `{segment}`"
+        )));
     }
-    String::from_utf8(out)
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
         .map_err(|_| IngressError::BadRequest(format!("`{segment}` is not UTF-8 once decoded")))
 }
 

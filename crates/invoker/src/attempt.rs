@@ -495,15 +495,24 @@ fn transport_error(err: &SendError) -> String {
     message
 }
 
-/// Percent-encodes everything but unreserved characters, as a header value must be ASCII.
+/// Everything but the unreserved characters of RFC 3986 is percent-encoded.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a key for a header, whose value must be ASCII.
 fn url_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
+    percent_encoding::utf8_percent_encode(value, NOT_UNRESERVED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_encode;
+
+    #[test]
+    fn keys_are_percent_encoded_for_headers() {
+        assert_eq!(url_encode("a b/é-_.~9"), "a%20b%2F%C3%A9-_.~9");
     }
-    out
 }

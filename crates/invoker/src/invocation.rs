@@ -240,9 +240,9 @@ impl Invocation {
             return Ok(None);
         }
         let object = ObjectId::new(target.service.clone(), key.clone());
-        let state = self.partition.store().read_all_state(&object)?;
-        let size: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
-        Ok((size <= self.config.eager_state_size_limit).then_some(state))
+        self.partition
+            .store()
+            .read_state_within(&object, self.config.eager_state_size_limit)
     }
 
     /// Per-handler, then per-service overrides from the manifest, then the configuration.

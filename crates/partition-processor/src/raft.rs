@@ -79,6 +79,8 @@ struct SnapshotData {
 /// receives them decides whether this replica leads and carries them out.
 pub struct PartitionStateMachine {
     store: RocksDbStore,
+    /// The store's database, held here so column family handles can be borrowed from it.
+    db: std::sync::Arc<rocksdb::DB>,
     partition: PartitionId,
     range: RangeInclusive<PartitionKey>,
     applied: Option<LogId<u64>>,
@@ -94,6 +96,7 @@ impl PartitionStateMachine {
         actions: mpsc::UnboundedSender<Vec<Action>>,
     ) -> StorageResult<Self> {
         let mut machine = Self {
+            db: store.db(),
             store,
             partition,
             range,
@@ -112,22 +115,17 @@ impl PartitionStateMachine {
         key
     }
 
-    fn raft_cf(&self) -> StorageResult<std::sync::Arc<rocksdb::DB>> {
-        let db = self.store.db();
-        if db.cf_handle(CF_RAFT).is_none() {
-            return Err(io(StorageIOError::read_state_machine(
-                &std::io::Error::other(format!("column family `{CF_RAFT}` is missing")),
-            )));
-        }
-        Ok(db)
+    fn raft_cf(&self) -> StorageResult<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(CF_RAFT).ok_or_else(|| {
+            io(StorageIOError::read_state_machine(&std::io::Error::other(
+                format!("column family `{CF_RAFT}` is missing"),
+            )))
+        })
     }
 
     fn get_raft<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> StorageResult<Option<T>> {
-        let db = self.raft_cf()?;
-        let cf = db
-            .cf_handle(CF_RAFT)
-            .expect("raft_cf checked that the column family exists");
-        db.get_cf(cf, self.raft_key(name))
+        self.db
+            .get_cf(self.raft_cf()?, self.raft_key(name))
             .map_err(|e| io(StorageIOError::read_state_machine(&e)))?
             .map(|bytes| serde_json::from_slice(&bytes))
             .transpose()
@@ -136,10 +134,7 @@ impl PartitionStateMachine {
 
     /// Adds the applied log id and membership to `batch`, so they commit with the rows.
     fn record_position(&self, batch: &mut WriteBatch) -> StorageResult<()> {
-        let db = self.raft_cf()?;
-        let cf = db
-            .cf_handle(CF_RAFT)
-            .expect("raft_cf checked that the column family exists");
+        let cf = self.raft_cf()?;
         let write_err = |e: serde_json::Error| io(StorageIOError::write_state_machine(&e));
         batch.put_cf(
             cf,

@@ -222,11 +222,24 @@ impl RocksDbStore {
         Ok(())
     }
 
-    /// The committed state of an object, ordered by key: what an attempt's start message
-    /// carries as eager state.
+    /// The committed state of an object, ordered by key.
     pub fn read_all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        Ok(self
+            .read_state_within(object, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// The committed state of an object if its keys and values together take at most `limit`
+    /// bytes, else `None` — found without reading past the limit. What an attempt's start
+    /// message carries as eager state.
+    pub fn read_state_within(
+        &self,
+        object: &ObjectId,
+        limit: usize,
+    ) -> Result<Option<Vec<(Bytes, Bytes)>>, StorageError> {
         let prefix = object_prefix(object);
         let mut out = Vec::new();
+        let mut size = 0usize;
         let iter = self.db.iterator_cf(
             self.cf(CF_STATE)?,
             IteratorMode::From(&prefix, Direction::Forward),
@@ -236,12 +249,18 @@ impl RocksDbStore {
             let Some(state_key) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
+            size = size
+                .saturating_add(state_key.len())
+                .saturating_add(value.len());
+            if size > limit {
+                return Ok(None);
+            }
             out.push((
                 Bytes::copy_from_slice(state_key),
                 Bytes::from(value.to_vec()),
             ));
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Adds rows (from a snapshot) to `batch`.

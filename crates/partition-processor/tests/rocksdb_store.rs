@@ -195,6 +195,12 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
         reopened.read_all_state(&object).expect("read"),
         vec![(Bytes::from_static(b"c"), Bytes::from_static(b"3"))]
     );
+    // Eager state within a size limit: key and value count, and over the limit is `None`.
+    assert_eq!(reopened.read_state_within(&object, 1).expect("read"), None);
+    assert_eq!(
+        reopened.read_state_within(&object, 2).expect("read"),
+        Some(vec![(Bytes::from_static(b"c"), Bytes::from_static(b"3"))])
+    );
 }
 
 #[test]

@@ -199,7 +199,11 @@ async fn actuate(
     stop: CancellationToken,
 ) {
     let mut leadership = partition.leadership();
-    let mut leads = false;
+    // Leadership may have been won before this task subscribed: act on the current value too.
+    let mut leads = *leadership.borrow_and_update();
+    if leads {
+        resume_all(&partition, &invoker);
+    }
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
