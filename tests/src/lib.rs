@@ -5,6 +5,10 @@
 //! The server binary is taken from `E2E_SERVER_BIN` when set (`cargo xtask test` builds it and
 //! sets it), otherwise from the target directory beside the test executable.
 
+mod setup;
+
+pub use setup::Setup;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;

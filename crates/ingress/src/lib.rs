@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use reprise_partition_processor::{InvocationResult, InvocationTarget, ServiceInvocation};
+use reprise_partition_processor::{
+    HandlerType, InvocationResult, InvocationTarget, ServiceInvocation,
+};
 use reprise_schema::SchemaView;
-use reprise_service_protocol::discovery::Handler;
+use reprise_service_protocol::discovery::{self, Handler};
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
 use reprise_worker::WorkerHandle;
 use serde::Serialize;
@@ -163,6 +165,12 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
             service: target.service.clone(),
             handler: target.handler.clone(),
             key: target.key.clone(),
+            handler_type: match handler.ty {
+                discovery::HandlerType::Shared => HandlerType::Shared,
+                discovery::HandlerType::Exclusive | discovery::HandlerType::Workflow => {
+                    HandlerType::Exclusive
+                }
+            },
         },
         argument,
         headers,

@@ -4,7 +4,7 @@
 
 use reprise_types::InvocationId;
 
-use crate::record::{InvocationResult, InvocationTarget, ResponseSink, StoredFrame};
+use crate::record::{InvocationResult, InvocationTarget, ResponseSink, StoredFrame, TimerKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -22,6 +22,8 @@ pub enum Action {
     },
     /// The invocation is over: stop any attempt still running.
     AbortAttempt { invocation_id: InvocationId },
+    /// A timer was stored: the timer service fires it when its time comes.
+    RegisterTimer(TimerKey),
     /// Answer a waiting caller.
     Respond {
         sink: ResponseSink,

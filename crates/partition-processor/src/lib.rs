@@ -1,7 +1,7 @@
 //! The partition processor: the deterministic state machine of one partition. It applies the
 //! records of the partition log ([`Record`]) to the partition's tables ([`PartitionStore`]:
-//! invocation status, journal and object state for now; inbox, timers, outbox, promises and dedup
-//! come with the issues that need them) and emits [`Action`]s that only the leader carries out.
+//! invocation status, journal, object state, object locks and inboxes, timers; outbox, promises
+//! and dedup come with the issues that need them) and emits [`Action`]s that only the leader carries out.
 //!
 //! The tables live in RocksDB ([`RocksDbStore`], one synced batch per commit) or in memory
 //! ([`MemoryStore`], the model the RocksDB tables are tested against). Running the state
@@ -24,10 +24,10 @@ pub use partition::{
 };
 pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
-    EffectKind, InvocationResult, InvocationTarget, InvokerEffect, Record, ResponseSink,
-    ServiceInvocation, StoredFrame,
+    EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
+    ResponseSink, ServiceInvocation, StoredFrame, TimerKey,
 };
-pub use rocksdb_store::{RocksDbStore, Transaction};
+pub use rocksdb_store::{RocksDbStore, Table, TableRows, Transaction};
 pub use state_machine::apply;
-pub use status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
+pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

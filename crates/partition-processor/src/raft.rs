@@ -20,16 +20,15 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use reprise_raft_storage::{StorageResult, storage_io as io};
-use reprise_types::{InvocationId, PartitionId, PartitionKey};
+use reprise_types::{PartitionId, PartitionKey};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::action::Action;
-use crate::record::{Record, StoredFrame};
-use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
+use crate::record::Record;
+use crate::rocksdb_store::{CF_RAFT, RocksDbStore, TableRows};
 use crate::state_machine::apply;
-use crate::status::InvocationStatus;
 
 /// What one log entry of a partition carries: records proposed together, applied in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,11 +67,7 @@ pub fn key_prefix(partition: PartitionId) -> Vec<u8> {
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     meta: SnapshotMeta<u64, BasicNode>,
-    statuses: Vec<(InvocationId, InvocationStatus)>,
-    journal: Vec<((InvocationId, u32), StoredFrame)>,
-    /// Raw rows of the state table.
-    #[serde(default)]
-    state: Vec<(bytes::Bytes, bytes::Bytes)>,
+    tables: Vec<TableRows>,
 }
 
 /// The state machine of one partition. Actions of applied records go to `actions`; whoever
@@ -180,18 +175,7 @@ impl PartitionStateMachine {
         };
         let data = SnapshotData {
             meta: meta.clone(),
-            statuses: self
-                .store
-                .statuses_in(self.range.clone())
-                .map_err(read_err)?,
-            journal: self
-                .store
-                .journal_entries_in(self.range.clone())
-                .map_err(read_err)?,
-            state: self
-                .store
-                .state_rows_in(self.range.clone())
-                .map_err(read_err)?,
+            tables: self.store.rows_in(self.range.clone()).map_err(read_err)?,
         };
         let bytes =
             serde_json::to_vec(&data).map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
@@ -236,7 +220,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         I::IntoIter: OptionalSend,
     {
         let store = self.store.clone();
-        let mut transaction = store.transaction();
+        let mut transaction = store.transaction(*self.range.start());
         let mut actions = Vec::new();
         let mut responses = Vec::new();
         for entry in entries {
@@ -284,13 +268,7 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             .map_err(|e| io(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         let mut batch = WriteBatch::default();
         self.store
-            .delete_range(&mut batch, self.range.clone())
-            .map_err(storage_failure)?;
-        self.store
-            .put_rows(&mut batch, &data.statuses, &data.journal)
-            .map_err(storage_failure)?;
-        self.store
-            .put_state_rows(&mut batch, &data.state)
+            .replace_rows(&mut batch, self.range.clone(), &data.tables)
             .map_err(storage_failure)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

@@ -7,6 +7,8 @@ use reprise_service_protocol::{Frame, MessageType};
 use reprise_types::{InvocationId, MillisSinceEpoch};
 use serde::{Deserialize, Serialize};
 
+use crate::storage::ObjectId;
+
 /// One entry of the partition log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -14,6 +16,17 @@ pub enum Record {
     Invoke(ServiceInvocation),
     /// Something an invocation attempt produced, proposed by the leader's invoker.
     Effect(InvokerEffect),
+    /// A timer's time has come, proposed by the leader's timer service.
+    TimerFired(TimerKey),
+}
+
+/// A durable timer: completes `completion_id` of the invocation at or after `wake_at`. Ordered
+/// by time first, which is the order timers fire in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TimerKey {
+    pub wake_at: MillisSinceEpoch,
+    pub invocation_id: InvocationId,
+    pub completion_id: u32,
 }
 
 /// Which handler an invocation runs.
@@ -23,6 +36,35 @@ pub struct InvocationTarget {
     pub handler: String,
     /// The object or workflow key; `None` for a plain service.
     pub key: Option<String>,
+    /// Whether the handler holds its object's key while it runs. Meaningless without a key.
+    #[serde(default)]
+    pub handler_type: HandlerType,
+}
+
+impl InvocationTarget {
+    /// The object an exclusive handler locks while it runs, if this one does.
+    pub fn locked_object(&self) -> Option<ObjectId> {
+        match (&self.key, self.handler_type) {
+            (Some(key), HandlerType::Exclusive) => Some(ObjectId::new(&self.service, key)),
+            _ => None,
+        }
+    }
+
+    /// The object whose state the handler sees, if it has a key.
+    pub fn object(&self) -> Option<ObjectId> {
+        self.key
+            .as_ref()
+            .map(|key| ObjectId::new(&self.service, key))
+    }
+}
+
+/// How a keyed handler shares its object: exclusive handlers of one key run one at a time and
+/// may write state; shared handlers run alongside anything and only read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandlerType {
+    #[default]
+    Exclusive,
+    Shared,
 }
 
 /// Where the result of an invocation goes when it completes.

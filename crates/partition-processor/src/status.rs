@@ -1,6 +1,6 @@
 //! The lifecycle of one invocation as the partition stores it.
 
-use reprise_types::MillisSinceEpoch;
+use reprise_types::{InvocationId, MillisSinceEpoch};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{InvocationResult, InvocationTarget, ResponseSink};
@@ -43,8 +43,21 @@ impl Waiting {
     }
 }
 
+/// The lock of a virtual object: which invocation holds it, and the object's inbox, the
+/// sequence numbers `inbox_head..inbox_tail` of invocations waiting for it in arrival order.
+/// The row exists exactly while an exclusive invocation of the object is running or suspended;
+/// the inbox is only ever non-empty while the lock is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLock {
+    pub holder: InvocationId,
+    pub inbox_head: u64,
+    pub inbox_tail: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvocationStatus {
+    /// Waiting in its object's inbox (at `seq`) for the object's lock; its input is journaled.
+    Inboxed { in_flight: InFlight, seq: u64 },
     /// An attempt is running or about to run.
     Invoked(InFlight),
     /// No attempt runs; the invocation resumes when something it waits for arrives.
@@ -63,6 +76,7 @@ impl InvocationStatus {
     pub fn in_flight(&self) -> Option<&InFlight> {
         match self {
             InvocationStatus::Invoked(in_flight)
+            | InvocationStatus::Inboxed { in_flight, .. }
             | InvocationStatus::Suspended { in_flight, .. } => Some(in_flight),
             InvocationStatus::Completed { .. } => None,
         }

@@ -2,13 +2,13 @@
 //! RocksDB in a node and over memory in tests. An implementation applies all writes of one
 //! record atomically (one write batch), so a crash never leaves half a record applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use reprise_types::{InvocationId, PartitionKey};
 
-use crate::record::StoredFrame;
-use crate::status::InvocationStatus;
+use crate::record::{StoredFrame, TimerKey};
+use crate::status::{InvocationStatus, ObjectLock};
 
 #[derive(Debug, thiserror::Error)]
 #[error("partition storage failed: {0}")]
@@ -47,6 +47,30 @@ pub trait PartitionStore {
     /// Every state entry of the object, ordered by key.
     fn all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
     fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError>;
+
+    /// The object's lock and inbox bounds; `None` when no exclusive invocation holds it.
+    fn object_lock(&self, object: &ObjectId) -> Result<Option<ObjectLock>, StorageError>;
+    fn put_object_lock(&mut self, object: &ObjectId, lock: ObjectLock) -> Result<(), StorageError>;
+    fn delete_object_lock(&mut self, object: &ObjectId) -> Result<(), StorageError>;
+
+    /// The invocation waiting at `seq` in the object's inbox.
+    fn inbox_entry(
+        &self,
+        object: &ObjectId,
+        seq: u64,
+    ) -> Result<Option<InvocationId>, StorageError>;
+    fn put_inbox_entry(
+        &mut self,
+        object: &ObjectId,
+        seq: u64,
+        id: InvocationId,
+    ) -> Result<(), StorageError>;
+    fn delete_inbox_entry(&mut self, object: &ObjectId, seq: u64) -> Result<(), StorageError>;
+
+    /// Whether the timer is still pending.
+    fn has_timer(&self, timer: &TimerKey) -> Result<bool, StorageError>;
+    fn put_timer(&mut self, timer: TimerKey) -> Result<(), StorageError>;
+    fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError>;
 }
 
 /// A virtual object (or workflow) instance: the owner of a set of state entries.
@@ -76,6 +100,9 @@ pub struct MemoryStore {
     pub statuses: BTreeMap<InvocationId, InvocationStatus>,
     pub journals: BTreeMap<(InvocationId, u32), StoredFrame>,
     pub state: BTreeMap<(ObjectId, Bytes), Bytes>,
+    pub locks: BTreeMap<ObjectId, ObjectLock>,
+    pub inbox: BTreeMap<(ObjectId, u64), InvocationId>,
+    pub timers: BTreeSet<TimerKey>,
 }
 
 impl PartitionStore for MemoryStore {
@@ -151,6 +178,57 @@ impl PartitionStore for MemoryStore {
 
     fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError> {
         self.state.retain(|(owner, _), _| owner != object);
+        Ok(())
+    }
+
+    fn object_lock(&self, object: &ObjectId) -> Result<Option<ObjectLock>, StorageError> {
+        Ok(self.locks.get(object).cloned())
+    }
+
+    fn put_object_lock(&mut self, object: &ObjectId, lock: ObjectLock) -> Result<(), StorageError> {
+        self.locks.insert(object.clone(), lock);
+        Ok(())
+    }
+
+    fn delete_object_lock(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        self.locks.remove(object);
+        Ok(())
+    }
+
+    fn inbox_entry(
+        &self,
+        object: &ObjectId,
+        seq: u64,
+    ) -> Result<Option<InvocationId>, StorageError> {
+        Ok(self.inbox.get(&(object.clone(), seq)).copied())
+    }
+
+    fn put_inbox_entry(
+        &mut self,
+        object: &ObjectId,
+        seq: u64,
+        id: InvocationId,
+    ) -> Result<(), StorageError> {
+        self.inbox.insert((object.clone(), seq), id);
+        Ok(())
+    }
+
+    fn delete_inbox_entry(&mut self, object: &ObjectId, seq: u64) -> Result<(), StorageError> {
+        self.inbox.remove(&(object.clone(), seq));
+        Ok(())
+    }
+
+    fn has_timer(&self, timer: &TimerKey) -> Result<bool, StorageError> {
+        Ok(self.timers.contains(timer))
+    }
+
+    fn put_timer(&mut self, timer: TimerKey) -> Result<(), StorageError> {
+        self.timers.insert(timer);
+        Ok(())
+    }
+
+    fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
+        self.timers.remove(timer);
         Ok(())
     }
 }

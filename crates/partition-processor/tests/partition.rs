@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reprise_partition_processor::{
-    Action, EffectKind, InvocationStatus, InvocationTarget, InvokerEffect, Partition,
+    Action, EffectKind, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect, Partition,
     PartitionOptions, Record, RocksDbStore, ServiceInvocation,
 };
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
@@ -30,6 +30,7 @@ fn invocation(id: InvocationId) -> Record {
             service: "Greeter".into(),
             handler: "greet".into(),
             key: None,
+            handler_type: HandlerType::Exclusive,
         },
         argument: Bytes::from_static(b"\"Ann\""),
         headers: vec![],

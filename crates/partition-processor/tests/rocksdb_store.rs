@@ -5,8 +5,9 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
-    Action, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, MemoryStore, ObjectId,
-    PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation, StoredFrame, apply,
+    Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect,
+    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation,
+    StoredFrame, TimerKey, apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
@@ -17,12 +18,17 @@ fn id(n: u128) -> InvocationId {
 }
 
 fn invoke(n: u128) -> Record {
+    invoke_on(n, &format!("key-{n}"))
+}
+
+fn invoke_on(n: u128, key: &str) -> Record {
     Record::Invoke(ServiceInvocation {
         invocation_id: id(n),
         target: InvocationTarget {
             service: "Counter".into(),
             handler: "add".into(),
-            key: Some(format!("key-{n}")),
+            key: Some(key.to_owned()),
+            handler_type: HandlerType::Exclusive,
         },
         argument: Bytes::from(n.to_string()),
         headers: vec![],
@@ -153,8 +159,47 @@ fn scenario() -> Vec<Record> {
         ),
         invoke(5),
         effect(5, set(b"a", b"kept")),
-        effect(4, output),
+        effect(4, output.clone()),
+        // Three exclusive calls on one key: one runs, two wait; the first sleeps, suspends,
+        // wakes on its timer and ends, handing the key to the second, which sleeps too.
+        invoke_on(6, "busy"),
+        invoke_on(7, "busy"),
+        invoke_on(8, "busy"),
+        effect(6, sleep(1, 1_000)),
+        effect(
+            6,
+            EffectKind::Suspended {
+                waiting_completions: vec![1],
+                waiting_signals: vec![],
+                waiting_named_signals: vec![],
+            },
+        ),
+        Record::TimerFired(timer(6, 1, 1_000)),
+        Record::TimerFired(timer(6, 1, 1_000)),
+        effect(6, output),
+        effect(6, EffectKind::End),
+        effect(7, sleep(1, 5_000)),
+        effect(7, sleep(2, 2_000)),
     ]
+}
+
+fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
+    entry(
+        MessageType::SleepCommand,
+        &proto::SleepCommandMessage {
+            wake_up_time,
+            result_completion_id: completion_id,
+            name: String::new(),
+        },
+    )
+}
+
+fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {
+    TimerKey {
+        wake_at: MillisSinceEpoch::new(wake_at),
+        invocation_id: id(n),
+        completion_id,
+    }
 }
 
 fn model(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
@@ -175,7 +220,7 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
         let store = RocksDbStore::open(tmp.path()).expect("open");
         let mut actions = Vec::new();
         for record in &records {
-            let mut txn = store.transaction();
+            let mut txn = store.transaction(PartitionKey::MIN);
             actions.push(apply(&mut txn, record).expect("apply"));
             txn.commit().expect("commit");
         }
@@ -201,6 +246,28 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
         reopened.read_state_within(&object, 2).expect("read"),
         Some(vec![(Bytes::from_static(b"c"), Bytes::from_static(b"3"))])
     );
+    // The busy key: 7 holds it, 8 waits, and 7's timers page in firing order.
+    let busy = ObjectId::new("Counter", "busy");
+    assert_eq!(
+        expected.locks.get(&busy).map(|lock| lock.holder),
+        Some(id(7))
+    );
+    assert_eq!(expected.inbox.keys().collect::<Vec<_>>(), vec![&(busy, 1)]);
+    let scope = PartitionKey::MIN;
+    let all = reopened.read_timers(scope, None, 10).expect("timers");
+    assert_eq!(all, vec![timer(7, 2, 2_000), timer(7, 1, 5_000)]);
+    let page = reopened.read_timers(scope, None, 1).expect("timers");
+    assert_eq!(page, vec![timer(7, 2, 2_000)]);
+    let rest = reopened
+        .read_timers(scope, page.last(), 10)
+        .expect("timers");
+    assert_eq!(rest, vec![timer(7, 1, 5_000)]);
+    // Another partition's timers are not this one's.
+    let other = PartitionKey::new(1);
+    assert_eq!(
+        reopened.read_timers(other, None, 10).expect("timers"),
+        vec![]
+    );
 }
 
 #[test]
@@ -209,7 +276,7 @@ fn matches_the_model_when_records_share_one_batch() {
     let (expected, expected_actions) = model(&records);
     let tmp = tempfile::tempdir().expect("temp dir");
     let store = RocksDbStore::open(tmp.path()).expect("open");
-    let mut txn = store.transaction();
+    let mut txn = store.transaction(PartitionKey::MIN);
     let actions: Vec<Vec<Action>> = records
         .iter()
         .map(|r| apply(&mut txn, r).expect("apply"))
@@ -225,7 +292,7 @@ fn matches_the_model_when_records_share_one_batch() {
     txn.commit().expect("commit");
     assert_eq!(store.to_memory().expect("dump"), expected);
     // Reads outside a batch go to the tables.
-    let txn = store.transaction();
+    let txn = store.transaction(PartitionKey::MIN);
     assert_eq!(
         txn.journal_entry(id(4), 1).expect("read"),
         expected.journals.get(&(id(4), 1)).cloned()
@@ -237,7 +304,7 @@ fn an_uncommitted_batch_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().expect("temp dir");
     {
         let store = RocksDbStore::open(tmp.path()).expect("open");
-        let mut txn = store.transaction();
+        let mut txn = store.transaction(PartitionKey::MIN);
         apply(&mut txn, &invoke(1)).expect("apply");
         // Dropped without commit, as when the node crashes mid-batch.
     }

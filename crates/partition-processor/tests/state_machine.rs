@@ -1,96 +1,17 @@
 //! The partition state machine without any IO: records in, tables and actions out. Every
 //! scenario is also replayed on fresh tables to check that applying is deterministic.
 
+mod support;
+
 use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
-    Action, EffectKind, InvocationResult, InvocationStatus, InvocationTarget, InvokerEffect,
-    MemoryStore, PartitionStore, Record, ResponseSink, ServiceInvocation, StoredFrame, apply,
+    Action, EffectKind, InvocationResult, InvocationStatus, PartitionStore, ResponseSink,
+    StoredFrame,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template, output_command_message};
-use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
-
-fn id(n: u128) -> InvocationId {
-    InvocationId::new(PartitionKey::new(7), n)
-}
-
-fn invoke(n: u128, request_id: u64) -> Record {
-    Record::Invoke(ServiceInvocation {
-        invocation_id: id(n),
-        target: InvocationTarget {
-            service: "Greeter".into(),
-            handler: "greet".into(),
-            key: None,
-        },
-        argument: Bytes::from_static(b"\"Ann\""),
-        headers: vec![("x-test".into(), "1".into())],
-        response_sink: Some(ResponseSink::Ingress { request_id }),
-        created_at: MillisSinceEpoch::new(1000),
-    })
-}
-
-fn effect(n: u128, kind: EffectKind) -> Record {
-    Record::Effect(InvokerEffect {
-        invocation_id: id(n),
-        kind,
-    })
-}
-
-fn command(ty: MessageType, message: &impl Message) -> EffectKind {
-    EffectKind::JournalEntry(StoredFrame {
-        ty: ty.id(),
-        payload: message.encode_to_vec().into(),
-    })
-}
-
-fn run_command(completion_id: u32) -> EffectKind {
-    command(
-        MessageType::RunCommand,
-        &proto::RunCommandMessage {
-            result_completion_id: completion_id,
-            name: "side effect".into(),
-        },
-    )
-}
-
-fn output(value: &'static [u8]) -> EffectKind {
-    command(
-        MessageType::OutputCommand,
-        &proto::OutputCommandMessage {
-            result: Some(output_command_message::Result::Value(proto::Value {
-                content: Bytes::from_static(value),
-            })),
-            name: String::new(),
-        },
-    )
-}
-
-/// Applies `records` in order on fresh tables, twice, and checks both runs agree.
-fn replay(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
-    let run = || {
-        let mut store = MemoryStore::default();
-        let actions: Vec<Vec<Action>> = records
-            .iter()
-            .map(|record| apply(&mut store, record).expect("memory store never fails"))
-            .collect();
-        (store, actions)
-    };
-    let first = run();
-    let second = run();
-    assert_eq!(
-        first, second,
-        "applying the same records must give the same result"
-    );
-    first
-}
-
-fn status(store: &MemoryStore, n: u128) -> InvocationStatus {
-    store
-        .status(id(n))
-        .expect("memory store never fails")
-        .expect("status present")
-}
+use support::*;
 
 #[test]
 fn an_invocation_runs_to_completion_and_answers_its_caller() {
@@ -378,34 +299,6 @@ fn duplicates_join_or_answer_and_nonsense_is_ignored() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(store.statuses.len() == 1 && after.statuses.len() == 1);
-}
-
-fn invoke_object(n: u128, key: &str) -> Record {
-    Record::Invoke(ServiceInvocation {
-        invocation_id: id(n),
-        target: InvocationTarget {
-            service: "Counter".into(),
-            handler: "add".into(),
-            key: Some(key.into()),
-        },
-        argument: Bytes::from_static(b"1"),
-        headers: Vec::new(),
-        response_sink: None,
-        created_at: MillisSinceEpoch::new(1000),
-    })
-}
-
-fn set_state(key: &'static [u8], value: &'static [u8]) -> EffectKind {
-    command(
-        MessageType::SetStateCommand,
-        &proto::SetStateCommandMessage {
-            key: Bytes::from_static(key),
-            value: Some(proto::Value {
-                content: Bytes::from_static(value),
-            }),
-            name: String::new(),
-        },
-    )
 }
 
 fn get_lazy_state(key: &'static [u8], completion_id: u32) -> EffectKind {

@@ -1,13 +1,15 @@
 //! The worker role of a node: it opens the node's partition database, starts one raft group per
 //! partition of the [`PartitionTable`], and runs each partition leader's actuators — the
-//! invoker for `Invoke`/`Notify`/`AbortAttempt`, the ingress waiters for `Respond`. When this
-//! node becomes a partition's leader it rebuilds the work from the partition's rows: every
-//! invocation that was running is invoked again.
+//! invoker for `Invoke`/`Notify`/`AbortAttempt`, the ingress waiters for `Respond`, the timer
+//! service for `RegisterTimer`. When this node becomes a partition's leader it rebuilds the
+//! work from the partition's rows: every invocation that was running is invoked again and the
+//! earliest timers are loaded.
 //!
 //! [`WorkerHandle`] is how the ingress reaches the partitions: it routes an invocation to the
 //! partition owning its key, proposes it, and (for calls) waits for its result.
 
 mod partition_table;
+mod timers;
 mod waiters;
 
 use std::collections::HashMap;
@@ -23,13 +25,14 @@ use reprise_partition_processor::{
 };
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
-use reprise_types::{PartitionId, PartitionKey};
+use reprise_types::{MillisSinceEpoch, PartitionId, PartitionKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use partition_table::{PartitionEntry, PartitionTable, PartitionTableError};
+use timers::TimerWindow;
 use waiters::Waiters;
 
 /// How long a request waits for its partition to have a leader (after a start).
@@ -190,7 +193,7 @@ async fn stop_partition(partition: Partition) {
     }
 }
 
-/// Carries out the actions of one partition while this node leads it.
+/// Carries out the actions of one partition while this node leads it, and fires its timers.
 async fn actuate(
     partition: PartitionHandle,
     mut actions: mpsc::UnboundedReceiver<Vec<Action>>,
@@ -198,31 +201,74 @@ async fn actuate(
     waiters: Arc<Waiters>,
     stop: CancellationToken,
 ) {
+    let mut timers = TimerWindow::new(
+        partition.store().clone(),
+        *partition.range().start(),
+        timers::DEFAULT_WINDOW,
+    );
     let mut leadership = partition.leadership();
     // Leadership may have been won before this task subscribed: act on the current value too.
-    let mut leads = *leadership.borrow_and_update();
-    if leads {
-        resume_all(&partition, &invoker);
-    }
+    let mut leads = false;
+    let mut changed = true;
     loop {
+        if changed {
+            let now = *leadership.borrow_and_update();
+            if now && !leads {
+                resume_all(&partition, &invoker);
+                if let Err(err) = timers.load() {
+                    error!(partition = %partition.id(), %err, "cannot load the partition's timers");
+                }
+            } else if !now {
+                timers.clear();
+            }
+            leads = now;
+            changed = false;
+        }
+        let next_timer = timers.next_due_in(MillisSinceEpoch::now());
         tokio::select! {
             _ = stop.cancelled() => return,
-            changed = leadership.changed() => {
-                if changed.is_err() {
+            result = leadership.changed() => {
+                if result.is_err() {
                     return;
                 }
-                let now = *leadership.borrow_and_update();
-                if now && !leads {
-                    resume_all(&partition, &invoker);
-                }
-                leads = now;
+                changed = true;
             }
             batch = actions.recv() => {
                 let Some(batch) = batch else { return };
                 for action in batch {
+                    if let Action::RegisterTimer(timer) = action {
+                        if leads {
+                            timers.add(timer);
+                        }
+                        continue;
+                    }
                     carry_out(action, leads, &partition, &invoker, &waiters);
                 }
             }
+            _ = tokio::time::sleep(next_timer.unwrap_or_default()), if next_timer.is_some() => {
+                fire_due(&partition, &mut timers).await;
+            }
+        }
+    }
+}
+
+/// Proposes every timer whose time has come (by the wall clock: a tokio timer may wake a
+/// little early, and a timer never fires before its time).
+async fn fire_due(partition: &PartitionHandle, timers: &mut TimerWindow) {
+    let due = match timers.take_due(MillisSinceEpoch::now()) {
+        Ok(due) => due,
+        Err(err) => {
+            error!(partition = %partition.id(), %err, "cannot read the partition's timers");
+            return;
+        }
+    };
+    for timer in due {
+        // Not waiting for the commit: the next timers need not wait for this one.
+        if let Err(err) = partition.enqueue(Record::TimerFired(timer)).await {
+            // No longer leader or stopping: the next leader loads the timer from the table.
+            warn!(partition = %partition.id(), %err, "cannot fire a timer");
+            timers.clear();
+            return;
         }
     }
 }
@@ -280,6 +326,8 @@ fn carry_out(
         Action::AbortAttempt { invocation_id } => {
             invoker.send(InvokerCommand::Abort { invocation_id })
         }
+        // Handled by the actuator's timer window.
+        Action::RegisterTimer(_) => {}
     }
 }
 

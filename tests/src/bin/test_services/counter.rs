@@ -31,6 +31,14 @@ impl Counter {
         }))
     }
 
+    /// Sets the new value, then fails terminally: the state it set must persist.
+    #[handler(name = "addThenFail")]
+    async fn add_then_fail(&self, ctx: ObjectContext<'_>, value: i64) -> HandlerResult<()> {
+        let old_value = ctx.get::<i64>(COUNT).await?.unwrap_or(0);
+        ctx.set(COUNT, old_value + value);
+        Err(TerminalError::new(ctx.key()).into())
+    }
+
     #[handler]
     async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<i64> {
         Ok(ctx.get::<i64>(COUNT).await?.unwrap_or(0))

@@ -8,9 +8,11 @@
 //! `TestUtilsService` with `echo` only: registered after the default variant, it is an
 //! incompatible change. `--dir` is where `Recorder` writes its events.
 
+mod collections;
 mod counter;
 mod failing;
 mod recorder;
+mod sleeper;
 mod test_utils;
 
 use std::io::Write;
@@ -39,6 +41,9 @@ async fn main() -> std::io::Result<()> {
         "default" => Endpoint::builder()
             .bind(test_utils::TestUtilsService::default())
             .bind(counter::Counter)
+            .bind(collections::ListObject)
+            .bind(collections::MapObject)
+            .bind(sleeper::Sleeper::new(dir.clone()))
             .bind(failing::Failing::default())
             .bind(recorder::Recorder::new(dir))
             .build(),

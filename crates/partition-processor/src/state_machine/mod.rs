@@ -7,19 +7,22 @@
 //! running, a notification sent as a command) are ignored and logged, the same way on every
 //! replica. Only a storage failure is an error: the partition cannot go on without its tables.
 
+mod object;
+
 use bytes::Bytes;
 use prost::Message;
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template, output_command_message};
-use reprise_types::InvocationId;
+use reprise_types::{InvocationId, MillisSinceEpoch};
 use tracing::{debug, warn};
 
 use crate::action::Action;
 use crate::record::{
-    EffectKind, InvocationResult, InvokerEffect, Record, ServiceInvocation, StoredFrame,
+    EffectKind, InvocationResult, InvokerEffect, Record, ResponseSink, ServiceInvocation,
+    StoredFrame, TimerKey,
 };
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
-use crate::storage::{ObjectId, PartitionStore, StorageError};
+use crate::storage::{PartitionStore, StorageError};
 
 /// Applies one record. On error nothing may be committed: the caller discards the batch.
 pub fn apply<S: PartitionStore>(
@@ -29,6 +32,7 @@ pub fn apply<S: PartitionStore>(
     match record {
         Record::Invoke(invocation) => invoke(store, invocation),
         Record::Effect(effect) => apply_effect(store, effect),
+        Record::TimerFired(timer) => timer_fired(store, timer),
     }
 }
 
@@ -76,28 +80,34 @@ fn invoke<S: PartitionStore>(
         name: String::new(),
     };
     store.put_journal_entry(id, 0, frame(MessageType::InputCommand, &input))?;
-    store.put_status(
-        id,
-        InvocationStatus::Invoked(InFlight {
-            target: invocation.target.clone(),
-            response_sinks: invocation.response_sink.iter().cloned().collect(),
-            journal_length: 1,
-            deployment: None,
-            output: None,
-            notified_completions: Vec::new(),
-            last_failure: None,
-            created_at: invocation.created_at,
-        }),
-    )?;
+    let in_flight = InFlight {
+        target: invocation.target.clone(),
+        response_sinks: invocation.response_sink.iter().cloned().collect(),
+        journal_length: 1,
+        deployment: None,
+        output: None,
+        notified_completions: Vec::new(),
+        last_failure: None,
+        created_at: invocation.created_at,
+    };
+    // An exclusive handler runs only while it holds its object; else it waits its turn.
+    if let Some(object) = invocation.target.locked_object()
+        && let Some(seq) = object::lock_or_enqueue(store, &object, id)?
+    {
+        store.put_status(id, InvocationStatus::Inboxed { in_flight, seq })?;
+        return Ok(Vec::new());
+    }
+    store.put_status(id, InvocationStatus::Invoked(in_flight))?;
     Ok(vec![Action::Invoke {
         invocation_id: id,
         target: invocation.target.clone(),
     }])
 }
 
-fn add_sink(status: &mut InvocationStatus, sink: crate::record::ResponseSink) {
-    if let InvocationStatus::Invoked(in_flight) | InvocationStatus::Suspended { in_flight, .. } =
-        status
+fn add_sink(status: &mut InvocationStatus, sink: ResponseSink) {
+    if let InvocationStatus::Invoked(in_flight)
+    | InvocationStatus::Inboxed { in_flight, .. }
+    | InvocationStatus::Suspended { in_flight, .. } = status
     {
         in_flight.response_sinks.push(sink);
     }
@@ -123,6 +133,13 @@ fn apply_effect<S: PartitionStore>(
         };
         return complete(store, id, in_flight, result);
     }
+    if let EffectKind::RunProposal {
+        completion_id,
+        result,
+    } = &effect.kind
+    {
+        return complete_run(store, id, *completion_id, result);
+    }
     match (status, &effect.kind) {
         (InvocationStatus::Invoked(mut in_flight), kind) => match kind {
             EffectKind::PinnedDeployment {
@@ -139,10 +156,6 @@ fn apply_effect<S: PartitionStore>(
                 Ok(Vec::new())
             }
             EffectKind::JournalEntry(entry) => append_command(store, id, in_flight, entry),
-            EffectKind::RunProposal {
-                completion_id,
-                result,
-            } => complete_run(store, id, in_flight, *completion_id, result),
             EffectKind::Suspended {
                 waiting_completions,
                 waiting_signals,
@@ -170,7 +183,7 @@ fn apply_effect<S: PartitionStore>(
                 store.put_status(id, InvocationStatus::Invoked(in_flight))?;
                 Ok(Vec::new())
             }
-            EffectKind::GaveUp { .. } => Ok(Vec::new()),
+            EffectKind::GaveUp { .. } | EffectKind::RunProposal { .. } => Ok(Vec::new()),
         },
         (status, kind) => {
             debug!(invocation = %id, ?kind, state = state_name(&status), "stale effect; ignored");
@@ -182,6 +195,7 @@ fn apply_effect<S: PartitionStore>(
 fn state_name(status: &InvocationStatus) -> &'static str {
     match status {
         InvocationStatus::Invoked(_) => "invoked",
+        InvocationStatus::Inboxed { .. } => "inboxed",
         InvocationStatus::Suspended { .. } => "suspended",
         InvocationStatus::Completed { .. } => "completed",
     }
@@ -214,8 +228,13 @@ fn append_command<S: PartitionStore>(
     let index = in_flight.journal_length;
     store.put_journal_entry(id, index, entry.clone())?;
     in_flight.journal_length = index.saturating_add(1);
+    if ty == MessageType::SleepCommand {
+        let actions = register_timer(store, id, entry)?;
+        store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+        return Ok(actions);
+    }
     // State commands take effect in the same batch as the entry that records them.
-    let actions = match state_command(store, id, &mut in_flight, ty, entry)? {
+    let actions = match object::state_command(store, id, &mut in_flight, ty, entry)? {
         Some(notification) => {
             let index = in_flight.journal_length;
             store.put_journal_entry(id, index, notification.clone())?;
@@ -230,96 +249,6 @@ fn append_command<S: PartitionStore>(
     };
     store.put_status(id, InvocationStatus::Invoked(in_flight))?;
     Ok(actions)
-}
-
-/// Applies a state command to the object's state; for a lazy read, returns the notification
-/// that completes it (its completion id is then recorded as notified).
-fn state_command<S: PartitionStore>(
-    store: &mut S,
-    id: InvocationId,
-    in_flight: &mut InFlight,
-    ty: MessageType,
-    entry: &StoredFrame,
-) -> Result<Option<StoredFrame>, StorageError> {
-    let is_state_command = matches!(
-        ty,
-        MessageType::SetStateCommand
-            | MessageType::ClearStateCommand
-            | MessageType::ClearAllStateCommand
-            | MessageType::GetLazyStateCommand
-            | MessageType::GetLazyStateKeysCommand
-    );
-    if !is_state_command {
-        return Ok(None);
-    }
-    let Some(key) = in_flight.target.key.clone() else {
-        warn!(invocation = %id, %ty, "a state command from a service without a key; ignored");
-        return Ok(None);
-    };
-    let object = ObjectId::new(in_flight.target.service.clone(), key);
-    let payload = entry.payload.clone();
-    let undecodable = |err: prost::DecodeError| {
-        warn!(invocation = %id, %ty, %err, "undecodable state command; ignored");
-        Ok(None)
-    };
-    let (completion_id, result) = match ty {
-        MessageType::SetStateCommand => {
-            let command = match proto::SetStateCommandMessage::decode(payload) {
-                Ok(command) => command,
-                Err(err) => return undecodable(err),
-            };
-            let value = command.value.map(|v| v.content).unwrap_or_default();
-            store.put_state(&object, command.key, value)?;
-            return Ok(None);
-        }
-        MessageType::ClearStateCommand => {
-            let command = match proto::ClearStateCommandMessage::decode(payload) {
-                Ok(command) => command,
-                Err(err) => return undecodable(err),
-            };
-            store.delete_state(&object, &command.key)?;
-            return Ok(None);
-        }
-        MessageType::ClearAllStateCommand => {
-            store.delete_all_state(&object)?;
-            return Ok(None);
-        }
-        MessageType::GetLazyStateCommand => {
-            let command = match proto::GetLazyStateCommandMessage::decode(payload) {
-                Ok(command) => command,
-                Err(err) => return undecodable(err),
-            };
-            let result = match store.state(&object, &command.key)? {
-                Some(content) => notification_template::Result::Value(proto::Value { content }),
-                None => notification_template::Result::Void(proto::Void {}),
-            };
-            (command.result_completion_id, result)
-        }
-        _ => {
-            let command = match proto::GetLazyStateKeysCommandMessage::decode(payload) {
-                Ok(command) => command,
-                Err(err) => return undecodable(err),
-            };
-            let keys = store
-                .all_state(&object)?
-                .into_iter()
-                .map(|(key, _)| key)
-                .collect();
-            let result = notification_template::Result::StateKeys(proto::StateKeys { keys });
-            (command.result_completion_id, result)
-        }
-    };
-    let notification_type = if ty == MessageType::GetLazyStateCommand {
-        MessageType::GetLazyStateCompletionNotification
-    } else {
-        MessageType::GetLazyStateKeysCompletionNotification
-    };
-    in_flight.notified_completions.push(completion_id);
-    let notification = proto::NotificationTemplate {
-        id: Some(notification_template::Id::CompletionId(completion_id)),
-        result: Some(result),
-    };
-    Ok(Some(frame(notification_type, &notification)))
 }
 
 fn output_result(output: proto::OutputCommandMessage) -> InvocationResult {
@@ -339,14 +268,9 @@ fn output_result(output: proto::OutputCommandMessage) -> InvocationResult {
 fn complete_run<S: PartitionStore>(
     store: &mut S,
     id: InvocationId,
-    mut in_flight: InFlight,
     completion_id: u32,
     result: &InvocationResult,
 ) -> Result<Vec<Action>, StorageError> {
-    if in_flight.notified_completions.contains(&completion_id) {
-        debug!(invocation = %id, completion_id, "run already completed; proposal ignored");
-        return Ok(Vec::new());
-    }
     let result = match result {
         InvocationResult::Success(value) => notification_template::Result::Value(proto::Value {
             content: value.clone(),
@@ -364,16 +288,98 @@ fn complete_run<S: PartitionStore>(
         result: Some(result),
     };
     let entry = frame(MessageType::RunCompletionNotification, &notification);
+    notify_completion(store, id, completion_id, entry)
+}
+
+/// A sleep: its timer is stored in the batch that journals the command, and the leader's
+/// timer service learns of it.
+fn register_timer<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    entry: &StoredFrame,
+) -> Result<Vec<Action>, StorageError> {
+    let sleep = match proto::SleepCommandMessage::decode(entry.payload.clone()) {
+        Ok(sleep) => sleep,
+        Err(err) => {
+            warn!(invocation = %id, %err, "undecodable sleep command; no timer");
+            return Ok(Vec::new());
+        }
+    };
+    let timer = TimerKey {
+        wake_at: MillisSinceEpoch::new(sleep.wake_up_time),
+        invocation_id: id,
+        completion_id: sleep.result_completion_id,
+    };
+    store.put_timer(timer)?;
+    Ok(vec![Action::RegisterTimer(timer)])
+}
+
+/// A timer's time has come: completes the sleep, once, whatever happened to the invocation
+/// meanwhile.
+fn timer_fired<S: PartitionStore>(
+    store: &mut S,
+    timer: &TimerKey,
+) -> Result<Vec<Action>, StorageError> {
+    if !store.has_timer(timer)? {
+        debug!(invocation = %timer.invocation_id, completion = timer.completion_id, "timer already fired; ignored");
+        return Ok(Vec::new());
+    }
+    store.delete_timer(timer)?;
+    let notification = proto::NotificationTemplate {
+        id: Some(notification_template::Id::CompletionId(timer.completion_id)),
+        result: Some(notification_template::Result::Void(proto::Void {})),
+    };
+    let entry = frame(MessageType::SleepCompletionNotification, &notification);
+    notify_completion(store, timer.invocation_id, timer.completion_id, entry)
+}
+
+/// Journals the notification that completes `completion_id`, once. A running attempt receives
+/// it; a suspended invocation waiting for it resumes.
+fn notify_completion<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    completion_id: u32,
+    entry: StoredFrame,
+) -> Result<Vec<Action>, StorageError> {
+    let status = store.status(id)?;
+    let (mut in_flight, waiting) = match status {
+        Some(InvocationStatus::Invoked(in_flight)) => (in_flight, None),
+        Some(InvocationStatus::Suspended { in_flight, waiting }) => (in_flight, Some(waiting)),
+        _ => {
+            debug!(invocation = %id, completion_id, "completion for an invocation that is not running; ignored");
+            return Ok(Vec::new());
+        }
+    };
+    if in_flight.notified_completions.contains(&completion_id) {
+        debug!(invocation = %id, completion_id, "already completed; ignored");
+        return Ok(Vec::new());
+    }
     let index = in_flight.journal_length;
     store.put_journal_entry(id, index, entry.clone())?;
     in_flight.journal_length = index.saturating_add(1);
     in_flight.notified_completions.push(completion_id);
-    store.put_status(id, InvocationStatus::Invoked(in_flight))?;
-    Ok(vec![Action::Notify {
-        invocation_id: id,
-        entry_index: index,
-        entry,
-    }])
+    match waiting {
+        None => {
+            store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+            Ok(vec![Action::Notify {
+                invocation_id: id,
+                entry_index: index,
+                entry,
+            }])
+        }
+        Some(waiting) if waiting.completions.contains(&completion_id) => {
+            let target = in_flight.target.clone();
+            store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+            Ok(vec![Action::Invoke {
+                invocation_id: id,
+                target,
+            }])
+        }
+        Some(waiting) => {
+            store.put_status(id, InvocationStatus::Suspended { in_flight, waiting })?;
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Suspends, or resumes at once when something waited for is already in the journal.
@@ -407,6 +413,10 @@ fn complete<S: PartitionStore>(
     result: InvocationResult,
 ) -> Result<Vec<Action>, StorageError> {
     store.delete_journal(id, in_flight.journal_length)?;
+    let released = match in_flight.target.locked_object() {
+        Some(object) => object::release(store, &object, id)?,
+        None => Vec::new(),
+    };
     store.put_status(
         id,
         InvocationStatus::Completed {
@@ -425,6 +435,7 @@ fn complete<S: PartitionStore>(
                 result: result.clone(),
             }),
     );
+    actions.extend(released);
     Ok(actions)
 }
 

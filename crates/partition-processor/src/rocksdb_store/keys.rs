@@ -1,0 +1,197 @@
+//! The tables' column families and how their keys are laid out. Every key starts with an
+//! 8-byte big-endian partition key, so each partition's rows are one contiguous range of every
+//! table: a snapshot reads a range and its install deletes one.
+
+use bytes::Bytes;
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+use serde::{Deserialize, Serialize};
+
+use crate::record::TimerKey;
+use crate::storage::ObjectId;
+
+/// The partition tables, one column family each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Table {
+    /// invocation id → status (JSON).
+    Status,
+    /// invocation id ‖ entry index (BE u32) → frame (JSON): one journal is one ordered range.
+    Journal,
+    /// object ‖ state key → the value's bytes as the SDK sent them.
+    State,
+    /// object → [`ObjectLock`](crate::ObjectLock) (JSON).
+    Lock,
+    /// object ‖ sequence number (BE u64) → invocation id (JSON).
+    Inbox,
+    /// partition scope ‖ wake time (BE u64) ‖ invocation id ‖ completion id (BE u32) → empty:
+    /// the partition's timers in the order they fire.
+    Timer,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Status,
+        Table::Journal,
+        Table::State,
+        Table::Lock,
+        Table::Inbox,
+        Table::Timer,
+    ];
+
+    pub fn cf_name(self) -> &'static str {
+        match self {
+            Table::Status => "status",
+            Table::Journal => "journal",
+            Table::State => "state",
+            Table::Lock => "locks",
+            Table::Inbox => "inbox",
+            Table::Timer => "timers",
+        }
+    }
+}
+
+/// The partition key a row belongs to: its first eight bytes.
+pub fn row_partition_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+pub fn status_key(id: InvocationId) -> Vec<u8> {
+    id.to_bytes().to_vec()
+}
+
+pub fn journal_key(id: InvocationId, index: u32) -> Vec<u8> {
+    let mut key = id.to_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub fn decode_journal_key(key: &[u8]) -> Option<(InvocationId, u32)> {
+    let (id, index) = key.split_at_checked(InvocationId::RAW_LEN)?;
+    let index = u32::from_be_bytes(index.try_into().ok()?);
+    Some((InvocationId::from_bytes(id).ok()?, index))
+}
+
+/// Partition key ‖ service ‖ object key, each string length-prefixed so that no object's
+/// prefix is a prefix of another object's.
+pub fn object_prefix(object: &ObjectId) -> Vec<u8> {
+    let mut key = object.partition_key().as_u64().to_be_bytes().to_vec();
+    for part in [&object.service, &object.key] {
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        key.extend_from_slice(&len.to_be_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// The object a key starts with, and what follows it.
+pub fn decode_object_prefix(full: &[u8]) -> Option<(ObjectId, &[u8])> {
+    let mut rest = full.get(8..)?;
+    let mut parts = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let part = rest.get(4..4usize.checked_add(len)?)?;
+        parts.push(String::from_utf8(part.to_vec()).ok()?);
+        rest = rest.get(4 + len..)?;
+    }
+    let key = parts.pop()?;
+    let service = parts.pop()?;
+    Some((ObjectId { service, key }, rest))
+}
+
+pub fn state_key(object: &ObjectId, key: &[u8]) -> Vec<u8> {
+    let mut full = object_prefix(object);
+    full.extend_from_slice(key);
+    full
+}
+
+pub fn decode_state_key(full: &[u8]) -> Option<(ObjectId, Bytes)> {
+    let (object, key) = decode_object_prefix(full)?;
+    Some((object, Bytes::copy_from_slice(key)))
+}
+
+pub fn inbox_key(object: &ObjectId, seq: u64) -> Vec<u8> {
+    let mut full = object_prefix(object);
+    full.extend_from_slice(&seq.to_be_bytes());
+    full
+}
+
+pub fn decode_inbox_key(full: &[u8]) -> Option<(ObjectId, u64)> {
+    let (object, seq) = decode_object_prefix(full)?;
+    Some((object, u64::from_be_bytes(seq.try_into().ok()?)))
+}
+
+/// Timers are scoped by their partition (its first key), not by their invocation's key, so
+/// that one partition's timers are ordered by time.
+pub fn timer_key(scope: PartitionKey, timer: &TimerKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + 8 + InvocationId::RAW_LEN + 4);
+    key.extend_from_slice(&scope.as_u64().to_be_bytes());
+    key.extend_from_slice(&timer.wake_at.as_u64().to_be_bytes());
+    key.extend_from_slice(&timer.invocation_id.to_bytes());
+    key.extend_from_slice(&timer.completion_id.to_be_bytes());
+    key
+}
+
+pub fn decode_timer_key(full: &[u8]) -> Option<TimerKey> {
+    let rest = full.get(8..)?;
+    let (wake_at, rest) = rest.split_at_checked(8)?;
+    let (id, completion) = rest.split_at_checked(InvocationId::RAW_LEN)?;
+    Some(TimerKey {
+        wake_at: MillisSinceEpoch::new(u64::from_be_bytes(wake_at.try_into().ok()?)),
+        invocation_id: InvocationId::from_bytes(id).ok()?,
+        completion_id: u32::from_be_bytes(completion.try_into().ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_decode_to_what_was_encoded() {
+        let object = ObjectId::new("Counter", "a/b");
+        assert_eq!(
+            decode_state_key(&state_key(&object, b"count")),
+            Some((object.clone(), Bytes::from_static(b"count")))
+        );
+        assert_eq!(
+            decode_inbox_key(&inbox_key(&object, 7)),
+            Some((object.clone(), 7))
+        );
+        let id = InvocationId::new(PartitionKey::new(42), 9);
+        assert_eq!(decode_journal_key(&journal_key(id, 3)), Some((id, 3)));
+        let timer = TimerKey {
+            wake_at: MillisSinceEpoch::new(1_000),
+            invocation_id: id,
+            completion_id: 2,
+        };
+        let key = timer_key(PartitionKey::new(40), &timer);
+        assert_eq!(row_partition_key(&key), Some(40));
+        assert_eq!(decode_timer_key(&key), Some(timer));
+    }
+
+    #[test]
+    fn truncated_keys_do_not_decode() {
+        let object = ObjectId::new("Counter", "key");
+        let full = inbox_key(&object, 1);
+        for len in 0..full.len() {
+            assert_eq!(decode_inbox_key(&full[..len]), None, "length {len}");
+        }
+        assert_eq!(decode_timer_key(&[0; 20]), None);
+        assert_eq!(decode_journal_key(&[0; 3]), None);
+    }
+
+    #[test]
+    fn timers_of_a_partition_sort_by_wake_time() {
+        let scope = PartitionKey::new(5);
+        let early = TimerKey {
+            wake_at: MillisSinceEpoch::new(10),
+            invocation_id: InvocationId::new(PartitionKey::new(u64::MAX), 1),
+            completion_id: 9,
+        };
+        let late = TimerKey {
+            wake_at: MillisSinceEpoch::new(11),
+            invocation_id: InvocationId::new(PartitionKey::new(0), 0),
+            completion_id: 0,
+        };
+        assert!(timer_key(scope, &early) < timer_key(scope, &late));
+    }
+}

@@ -1,0 +1,378 @@
+//! The partitions' tables in RocksDB, one column family per [`Table`] (see [`keys`] for the
+//! key layouts). Every row key starts with a partition key, so each partition's rows are one
+//! contiguous range of every table: all partitions of a node share one database, and with it
+//! one write-ahead log whose fsyncs they share. The partitions' raft logs live in the same
+//! database (families `log` and `raft`).
+//!
+//! Writes collect in a [`Transaction`] and reach the disk in one synced batch when it commits,
+//! so several records can share one fsync (group commit) and a crash never leaves part of a
+//! record applied. Reads inside a transaction see its own pending writes, so records applied
+//! one after another in the same batch behave exactly as if each had been committed alone.
+
+mod keys;
+mod transaction;
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reprise_types::{InvocationId, PartitionKey};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use keys::Table;
+pub use transaction::Transaction;
+
+use crate::record::{StoredFrame, TimerKey};
+use crate::status::InvocationStatus;
+use crate::storage::{MemoryStore, ObjectId, StorageError};
+use keys::{
+    decode_inbox_key, decode_journal_key, decode_object_prefix, decode_state_key, decode_timer_key,
+    journal_key, object_prefix, row_partition_key, status_key, timer_key,
+};
+
+/// Raft log entries of every partition, under the partition's id.
+pub const CF_LOG: &str = "log";
+/// Raft vote, commit point and applied state of every partition, under the partition's id.
+pub const CF_RAFT: &str = "raft";
+
+/// The rows of one table in one partition's key range, as stored: what a snapshot carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub table: Table,
+    pub rows: Vec<(Bytes, Bytes)>,
+}
+
+/// The database of a node's partitions. Cheap to clone.
+#[derive(Clone)]
+pub struct RocksDbStore {
+    path: PathBuf,
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for RocksDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksDbStore {
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_keep_log_file_num(2);
+        let families = Table::ALL
+            .iter()
+            .map(|table| table.cf_name())
+            .chain([CF_LOG, CF_RAFT])
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(|err| {
+            StorageError(format!(
+                "cannot open the partition store at {}: {err}",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            db: Arc::new(db),
+        })
+    }
+
+    /// The database, for the raft log stores that share it.
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// Writes the WAL to disk and stops background work: call before dropping the last clone.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(|err| self.error(err))?;
+        self.db.cancel_all_background_work(true);
+        Ok(())
+    }
+
+    /// Starts collecting the writes of one or more records of the partition whose key range
+    /// starts at `partition_start` (its timers are stored under it).
+    pub fn transaction(&self, partition_start: PartitionKey) -> Transaction<'_> {
+        Transaction::new(self, partition_start)
+    }
+
+    /// The committed status of an invocation.
+    pub fn read_status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
+        self.get_raw(Table::Status, &status_key(id))?
+            .map(|bytes| self.decode(&bytes))
+            .transpose()
+    }
+
+    /// The committed journal entries `0..length` of an invocation. A missing entry is an error:
+    /// the status said it exists.
+    pub fn read_journal(
+        &self,
+        id: InvocationId,
+        length: u32,
+    ) -> Result<Vec<StoredFrame>, StorageError> {
+        let mut entries = Vec::with_capacity(length as usize);
+        let start = journal_key(id, 0);
+        let iter = self.db.iterator_cf(
+            self.cf(Table::Journal)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter.take(length as usize) {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            if key.as_ref() != journal_key(id, entries.len() as u32).as_slice() {
+                break;
+            }
+            entries.push(self.decode(&value)?);
+        }
+        if entries.len() != length as usize {
+            return Err(StorageError(format!(
+                "journal of {id} has {} entries, its status says {length}",
+                entries.len()
+            )));
+        }
+        Ok(entries)
+    }
+
+    /// Every status of invocations whose partition key is in `range`, in key order.
+    pub fn statuses_in(
+        &self,
+        range: RangeInclusive<PartitionKey>,
+    ) -> Result<Vec<(InvocationId, InvocationStatus)>, StorageError> {
+        self.rows_of(Table::Status, range)?
+            .into_iter()
+            .map(|(key, value)| Ok((self.decode_id(&key)?, self.decode(&value)?)))
+            .collect()
+    }
+
+    /// The committed state of an object, ordered by key.
+    pub fn read_all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        Ok(self
+            .read_state_within(object, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// The committed state of an object if its keys and values together take at most `limit`
+    /// bytes, else `None` — found without reading past the limit. What an attempt's start
+    /// message carries as eager state.
+    pub fn read_state_within(
+        &self,
+        object: &ObjectId,
+        limit: usize,
+    ) -> Result<Option<Vec<(Bytes, Bytes)>>, StorageError> {
+        let prefix = object_prefix(object);
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        let iter = self.db.iterator_cf(
+            self.cf(Table::State)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let Some(state_key) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            size = size
+                .saturating_add(state_key.len())
+                .saturating_add(value.len());
+            if size > limit {
+                return Ok(None);
+            }
+            out.push((
+                Bytes::copy_from_slice(state_key),
+                Bytes::from(value.to_vec()),
+            ));
+        }
+        Ok(Some(out))
+    }
+
+    /// Up to `limit` committed timers of the partition starting at `partition_start`, in firing
+    /// order, after `after` (from the first when `None`). The timer service pages through
+    /// them with this, so it never holds more than a window in memory.
+    pub fn read_timers(
+        &self,
+        partition_start: PartitionKey,
+        after: Option<&TimerKey>,
+        limit: usize,
+    ) -> Result<Vec<TimerKey>, StorageError> {
+        let scope = partition_start.as_u64().to_be_bytes();
+        let from = match after {
+            Some(after) => timer_key(partition_start, after),
+            None => scope.to_vec(),
+        };
+        let iter = self.db.iterator_cf(
+            self.cf(Table::Timer)?,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(|err| self.error(err))?;
+            if !key.starts_with(&scope) {
+                break;
+            }
+            let timer = decode_timer_key(&key).ok_or_else(|| self.bad_key(Table::Timer))?;
+            if Some(&timer) != after {
+                out.push(timer);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every row of every table in `range`: a snapshot of the partition.
+    pub fn rows_in(
+        &self,
+        range: RangeInclusive<PartitionKey>,
+    ) -> Result<Vec<TableRows>, StorageError> {
+        Table::ALL
+            .iter()
+            .map(|&table| {
+                Ok(TableRows {
+                    table,
+                    rows: self.rows_of(table, range.clone())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds to `batch` what replaces every row in `range` with `rows` (a snapshot's).
+    pub fn replace_rows(
+        &self,
+        batch: &mut WriteBatch,
+        range: RangeInclusive<PartitionKey>,
+        rows: &[TableRows],
+    ) -> Result<(), StorageError> {
+        let start = range.start().as_u64().to_be_bytes().to_vec();
+        // The end is exclusive: one past the last key of the range (or past every key).
+        let end = match range.end().as_u64().checked_add(1) {
+            Some(next) => next.to_be_bytes().to_vec(),
+            None => vec![0xff; 9],
+        };
+        for table in Table::ALL {
+            batch.delete_range_cf(self.cf(table)?, &start, &end);
+        }
+        for TableRows { table, rows } in rows {
+            let cf = self.cf(*table)?;
+            for (key, value) in rows {
+                let inside =
+                    row_partition_key(key).is_some_and(|pk| range.contains(&PartitionKey::new(pk)));
+                if !inside {
+                    return Err(StorageError(format!(
+                        "a snapshot row of table {table:?} lies outside the partition"
+                    )));
+                }
+                batch.put_cf(cf, key, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything in the tables, as the in-memory model: for tests and debugging.
+    pub fn to_memory(&self) -> Result<MemoryStore, StorageError> {
+        let mut memory = MemoryStore::default();
+        for table in Table::ALL {
+            let rows = self.rows_of(table, PartitionKey::MIN..=PartitionKey::MAX)?;
+            for (key, value) in rows {
+                let bad = || self.bad_key(table);
+                match table {
+                    Table::Status => {
+                        memory
+                            .statuses
+                            .insert(self.decode_id(&key)?, self.decode(&value)?);
+                    }
+                    Table::Journal => {
+                        let key = decode_journal_key(&key).ok_or_else(bad)?;
+                        memory.journals.insert(key, self.decode(&value)?);
+                    }
+                    Table::State => {
+                        let key = decode_state_key(&key).ok_or_else(bad)?;
+                        memory.state.insert(key, value);
+                    }
+                    Table::Lock => {
+                        let (object, _) = decode_object_prefix(&key).ok_or_else(bad)?;
+                        memory.locks.insert(object, self.decode(&value)?);
+                    }
+                    Table::Inbox => {
+                        let key = decode_inbox_key(&key).ok_or_else(bad)?;
+                        memory.inbox.insert(key, self.decode(&value)?);
+                    }
+                    Table::Timer => {
+                        memory
+                            .timers
+                            .insert(decode_timer_key(&key).ok_or_else(bad)?);
+                    }
+                }
+            }
+        }
+        Ok(memory)
+    }
+
+    /// Raw rows of one table whose partition key is in `range`, in key order.
+    fn rows_of(
+        &self,
+        table: Table,
+        range: RangeInclusive<PartitionKey>,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let mut out = Vec::new();
+        let start = range.start().as_u64().to_be_bytes();
+        let iter = self.db.iterator_cf(
+            self.cf(table)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let partition_key = row_partition_key(&key).ok_or_else(|| self.bad_key(table))?;
+            if partition_key > range.end().as_u64() {
+                break;
+            }
+            out.push((Bytes::from(key.to_vec()), Bytes::from(value.to_vec())));
+        }
+        Ok(out)
+    }
+
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(table)?, key)
+            .map_err(|err| self.error(err))
+    }
+
+    fn cf(&self, table: Table) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        let name = table.cf_name();
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError(format!("column family `{name}` is missing")))
+    }
+
+    fn error(&self, err: rocksdb::Error) -> StorageError {
+        StorageError(format!("partition store at {}: {err}", self.path.display()))
+    }
+
+    fn bad_key(&self, table: Table) -> StorageError {
+        StorageError(format!(
+            "partition store at {}: a malformed key in table {table:?}",
+            self.path.display()
+        ))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, StorageError> {
+        serde_json::from_slice(bytes).map_err(|err| {
+            StorageError(format!(
+                "partition store at {}: unreadable value ({err})",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn decode_id(&self, bytes: &[u8]) -> Result<InvocationId, StorageError> {
+        InvocationId::from_bytes(bytes).map_err(|err| StorageError(err.to_string()))
+    }
+}
+
+fn encode(value: &impl Serialize) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|err| StorageError(format!("cannot encode a value: {err}")))
+}

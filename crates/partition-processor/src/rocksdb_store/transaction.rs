@@ -1,0 +1,235 @@
+//! Pending writes of one or more records, read back by the records that follow them in the same
+//! batch, and written in one RocksDB batch.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use reprise_types::{InvocationId, PartitionKey};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::RocksDbStore;
+use super::keys::{Table, inbox_key, journal_key, object_prefix, state_key, status_key, timer_key};
+use crate::record::{StoredFrame, TimerKey};
+use crate::status::{InvocationStatus, ObjectLock};
+use crate::storage::{ObjectId, PartitionStore, StorageError};
+
+/// Pending writes by table and key: `Some` is a put, `None` a delete.
+pub struct Transaction<'a> {
+    store: &'a RocksDbStore,
+    /// The partition whose timers this transaction writes (its first key).
+    timer_scope: PartitionKey,
+    pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a> Transaction<'a> {
+    pub(super) fn new(store: &'a RocksDbStore, timer_scope: PartitionKey) -> Self {
+        Self {
+            store,
+            timer_scope,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Writes everything durably, in one batch.
+    pub fn commit(self) -> Result<(), StorageError> {
+        let store = self.store;
+        let batch = self.into_batch()?;
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        store
+            .db
+            .write_opt(batch, &options)
+            .map_err(|err| store.error(err))
+    }
+
+    /// The pending writes as one batch, for a caller that adds its own writes (the raft
+    /// state machine adds its applied position) and writes it.
+    pub fn into_batch(self) -> Result<WriteBatch, StorageError> {
+        let mut batch = WriteBatch::default();
+        for ((table, key), value) in &self.pending {
+            let cf = self.store.cf(*table)?;
+            match value {
+                Some(value) => batch.put_cf(cf, key, value),
+                None => batch.delete_cf(cf, key),
+            }
+        }
+        Ok(batch)
+    }
+
+    fn get(&self, table: Table, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(pending) = self.pending.get(&(table, key.clone())) {
+            return Ok(pending.clone());
+        }
+        self.store.get_raw(table, &key)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        key: Vec<u8>,
+    ) -> Result<Option<T>, StorageError> {
+        self.get(table, key)?
+            .map(|bytes| self.store.decode(&bytes))
+            .transpose()
+    }
+
+    fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.insert((table, key), Some(value));
+    }
+
+    fn put_json(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        value: &impl serde::Serialize,
+    ) -> Result<(), StorageError> {
+        self.put(table, key, super::encode(value)?);
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.pending.insert((table, key), None);
+    }
+}
+
+impl PartitionStore for Transaction<'_> {
+    fn status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
+        self.get_json(Table::Status, status_key(id))
+    }
+
+    fn put_status(
+        &mut self,
+        id: InvocationId,
+        status: InvocationStatus,
+    ) -> Result<(), StorageError> {
+        self.put_json(Table::Status, status_key(id), &status)
+    }
+
+    fn journal_entry(
+        &self,
+        id: InvocationId,
+        index: u32,
+    ) -> Result<Option<StoredFrame>, StorageError> {
+        self.get_json(Table::Journal, journal_key(id, index))
+    }
+
+    fn put_journal_entry(
+        &mut self,
+        id: InvocationId,
+        index: u32,
+        entry: StoredFrame,
+    ) -> Result<(), StorageError> {
+        self.put_json(Table::Journal, journal_key(id, index), &entry)
+    }
+
+    fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError> {
+        for index in 0..length {
+            self.delete(Table::Journal, journal_key(id, index));
+        }
+        Ok(())
+    }
+
+    fn state(&self, object: &ObjectId, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self
+            .get(Table::State, state_key(object, key))?
+            .map(Bytes::from))
+    }
+
+    fn put_state(
+        &mut self,
+        object: &ObjectId,
+        key: Bytes,
+        value: Bytes,
+    ) -> Result<(), StorageError> {
+        self.put(Table::State, state_key(object, &key), value.to_vec());
+        Ok(())
+    }
+
+    fn delete_state(&mut self, object: &ObjectId, key: &[u8]) -> Result<(), StorageError> {
+        self.delete(Table::State, state_key(object, key));
+        Ok(())
+    }
+
+    fn all_state(&self, object: &ObjectId) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        // Committed rows, overlaid with this transaction's pending writes.
+        let mut merged: BTreeMap<Bytes, Bytes> =
+            self.store.read_all_state(object)?.into_iter().collect();
+        let prefix = object_prefix(object);
+        for ((table, full), value) in self.pending.range((Table::State, prefix.clone())..) {
+            let Some(key) = full
+                .strip_prefix(prefix.as_slice())
+                .filter(|_| *table == Table::State)
+            else {
+                break;
+            };
+            let key = Bytes::copy_from_slice(key);
+            match value {
+                Some(value) => merged.insert(key, Bytes::from(value.clone())),
+                None => merged.remove(&key),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn delete_all_state(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        for (key, _) in self.all_state(object)? {
+            self.delete(Table::State, state_key(object, &key));
+        }
+        Ok(())
+    }
+
+    fn object_lock(&self, object: &ObjectId) -> Result<Option<ObjectLock>, StorageError> {
+        self.get_json(Table::Lock, object_prefix(object))
+    }
+
+    fn put_object_lock(&mut self, object: &ObjectId, lock: ObjectLock) -> Result<(), StorageError> {
+        self.put_json(Table::Lock, object_prefix(object), &lock)
+    }
+
+    fn delete_object_lock(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        self.delete(Table::Lock, object_prefix(object));
+        Ok(())
+    }
+
+    fn inbox_entry(
+        &self,
+        object: &ObjectId,
+        seq: u64,
+    ) -> Result<Option<InvocationId>, StorageError> {
+        self.get_json(Table::Inbox, inbox_key(object, seq))
+    }
+
+    fn put_inbox_entry(
+        &mut self,
+        object: &ObjectId,
+        seq: u64,
+        id: InvocationId,
+    ) -> Result<(), StorageError> {
+        self.put_json(Table::Inbox, inbox_key(object, seq), &id)
+    }
+
+    fn delete_inbox_entry(&mut self, object: &ObjectId, seq: u64) -> Result<(), StorageError> {
+        self.delete(Table::Inbox, inbox_key(object, seq));
+        Ok(())
+    }
+
+    fn has_timer(&self, timer: &TimerKey) -> Result<bool, StorageError> {
+        Ok(self
+            .get(Table::Timer, timer_key(self.timer_scope, timer))?
+            .is_some())
+    }
+
+    fn put_timer(&mut self, timer: TimerKey) -> Result<(), StorageError> {
+        self.put(
+            Table::Timer,
+            timer_key(self.timer_scope, &timer),
+            Vec::new(),
+        );
+        Ok(())
+    }
+
+    fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
+        self.delete(Table::Timer, timer_key(self.timer_scope, timer));
+        Ok(())
+    }
+}

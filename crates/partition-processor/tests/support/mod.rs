@@ -1,0 +1,133 @@
+//! Helpers shared by the state-machine tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use prost::Message;
+use reprise_partition_processor::{
+    Action, EffectKind, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect,
+    MemoryStore, PartitionStore, Record, ResponseSink, ServiceInvocation, StoredFrame, apply,
+};
+use reprise_service_protocol::MessageType;
+use reprise_service_protocol::proto::{self, output_command_message};
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+
+pub fn id(n: u128) -> InvocationId {
+    InvocationId::new(PartitionKey::new(7), n)
+}
+
+pub fn invoke(n: u128, request_id: u64) -> Record {
+    Record::Invoke(ServiceInvocation {
+        invocation_id: id(n),
+        target: InvocationTarget {
+            service: "Greeter".into(),
+            handler: "greet".into(),
+            key: None,
+            handler_type: HandlerType::Exclusive,
+        },
+        argument: Bytes::from_static(b"\"Ann\""),
+        headers: vec![("x-test".into(), "1".into())],
+        response_sink: Some(ResponseSink::Ingress { request_id }),
+        created_at: MillisSinceEpoch::new(1000),
+    })
+}
+
+pub fn effect(n: u128, kind: EffectKind) -> Record {
+    Record::Effect(InvokerEffect {
+        invocation_id: id(n),
+        kind,
+    })
+}
+
+pub fn command(ty: MessageType, message: &impl Message) -> EffectKind {
+    EffectKind::JournalEntry(StoredFrame {
+        ty: ty.id(),
+        payload: message.encode_to_vec().into(),
+    })
+}
+
+pub fn run_command(completion_id: u32) -> EffectKind {
+    command(
+        MessageType::RunCommand,
+        &proto::RunCommandMessage {
+            result_completion_id: completion_id,
+            name: "side effect".into(),
+        },
+    )
+}
+
+pub fn output(value: &'static [u8]) -> EffectKind {
+    command(
+        MessageType::OutputCommand,
+        &proto::OutputCommandMessage {
+            result: Some(output_command_message::Result::Value(proto::Value {
+                content: Bytes::from_static(value),
+            })),
+            name: String::new(),
+        },
+    )
+}
+
+/// Applies `records` in order on fresh tables, twice, and checks both runs agree.
+pub fn replay(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
+    let run = || {
+        let mut store = MemoryStore::default();
+        let actions: Vec<Vec<Action>> = records
+            .iter()
+            .map(|record| apply(&mut store, record).expect("memory store never fails"))
+            .collect();
+        (store, actions)
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(
+        first, second,
+        "applying the same records must give the same result"
+    );
+    first
+}
+
+pub fn status(store: &MemoryStore, n: u128) -> InvocationStatus {
+    store
+        .status(id(n))
+        .expect("memory store never fails")
+        .expect("status present")
+}
+
+pub fn invoke_object(n: u128, key: &str) -> Record {
+    invoke_handler(n, key, HandlerType::Exclusive, None)
+}
+
+/// A call of a Counter handler of the given type on `key`, answered to `request_id` if any.
+pub fn invoke_handler(
+    n: u128,
+    key: &str,
+    handler_type: HandlerType,
+    request_id: Option<u64>,
+) -> Record {
+    Record::Invoke(ServiceInvocation {
+        invocation_id: id(n),
+        target: InvocationTarget {
+            service: "Counter".into(),
+            handler: "add".into(),
+            key: Some(key.into()),
+            handler_type,
+        },
+        argument: Bytes::from_static(b"1"),
+        headers: Vec::new(),
+        response_sink: request_id.map(|request_id| ResponseSink::Ingress { request_id }),
+        created_at: MillisSinceEpoch::new(1000),
+    })
+}
+
+pub fn set_state(key: &'static [u8], value: &'static [u8]) -> EffectKind {
+    command(
+        MessageType::SetStateCommand,
+        &proto::SetStateCommandMessage {
+            key: Bytes::from_static(key),
+            value: Some(proto::Value {
+                content: Bytes::from_static(value),
+            }),
+            name: String::new(),
+        },
+    )
+}

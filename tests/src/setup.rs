@@ -1,0 +1,131 @@
+//! One node with the test services registered on it: what most scenarios start from. The
+//! services run with `--dir <records>` so handlers that leave markers (the `Recorder`, the
+//! `Sleeper`) leave them where the test can see them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::{NodeSpec, ServerProcess, TestServices, eventually};
+
+/// How long a stopped server may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+    pub spec: NodeSpec,
+    pub node: ServerProcess,
+    pub services: TestServices,
+    pub ingress: String,
+    pub client: reqwest::Client,
+}
+
+impl Setup {
+    /// Starts `services_bin` and a node with `env`, and registers the services.
+    pub async fn start(services_bin: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut spec = NodeSpec::new(tmp.path(), "n1");
+        for (key, value) in env {
+            spec = spec.env(key, value);
+        }
+        let records = tmp.path().join("records");
+        std::fs::create_dir_all(&records)?;
+        let services =
+            TestServices::spawn_with(services_bin, &["--dir", &records.to_string_lossy()]).await?;
+        let mut node = spec.spawn()?;
+        let addresses = node.wait_ready().await?.clone();
+        let admin = addresses.admin.context("the admin role runs by default")?;
+        let ingress = addresses
+            .ingress
+            .context("the ingress role runs by default")?;
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("http://{admin}/deployments"))
+            .json(&json!({"uri": services.uri()}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "registration failed: {}",
+            response.text().await?
+        );
+        Ok(Self {
+            tmp,
+            spec,
+            node,
+            services,
+            ingress: format!("http://{ingress}"),
+            client,
+        })
+    }
+
+    /// Where the services leave their markers.
+    pub fn records(&self) -> PathBuf {
+        self.tmp.path().join("records")
+    }
+
+    /// Calls an ingress path with a JSON body (none for `Value::Null`); returns the status and
+    /// the answer, as JSON when it is JSON.
+    pub async fn call(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.client.post(format!("{}{path}", self.ingress));
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    /// Calls and requires a 200; returns the answer.
+    pub async fn ok(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (status, answer) = self.call(path, body).await?;
+        anyhow::ensure!(status == 200, "{path} answered {status}: {answer}");
+        Ok(answer)
+    }
+
+    /// Sends (`<path>/send`) and returns the invocation id.
+    pub async fn send(&self, path: &str, body: &Value) -> anyhow::Result<String> {
+        let (status, answer) = self.call(&format!("{path}/send"), body).await?;
+        anyhow::ensure!(status == 202, "send answered {status}: {answer}");
+        Ok(answer["invocationId"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default())
+    }
+
+    /// Stops the server with `signal` (SIGTERM: gracefully; SIGKILL: a crash) and waits until
+    /// it is gone.
+    pub async fn stop_server(&mut self, signal: Signal) -> anyhow::Result<()> {
+        self.node.signal(signal)?;
+        self.node.wait_exit(EXIT_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same directory and waits until it is ready.
+    pub async fn restart_server(&mut self) -> anyhow::Result<()> {
+        self.node = self.spec.spawn()?;
+        let ingress = self
+            .node
+            .wait_ready()
+            .await?
+            .ingress
+            .context("the ingress role runs by default")?;
+        self.ingress = format!("http://{ingress}");
+        Ok(())
+    }
+
+    /// Waits until a handler has left the marker file `name` in the records directory.
+    pub async fn wait_for_marker(&self, name: &str) -> anyhow::Result<()> {
+        let path = self.records().join(name);
+        eventually(&format!("marker {name}"), Duration::from_secs(30), || {
+            let exists = path.exists();
+            async move { exists }
+        })
+        .await
+    }
+}
