@@ -7,8 +7,9 @@
 //! - `cargo xtask test`: every test, the end-to-end ones included.
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with warnings denied, then `test`.
 //! - `cargo xtask bench [-- <bench flags>]`: release builds of the server and the SDK test
-//!   services, then `reprise-bench` (requests/s and latency of a request-response call at
-//!   concurrency 1, 16 and 128); writes `target/bench/invoke.json`.
+//!   services, then `reprise-bench` (requests/s and latency of request-response calls — a
+//!   stateless echo, `Counter.add` over 1 000 keys and on one hot key — at concurrency 1, 16
+//!   and 128); writes `target/bench/results.json`.
 //! - `cargo xtask prerequisites`: only the install step.
 
 mod prerequisites;
@@ -106,7 +107,7 @@ fn bench(bench_args: &[String]) -> anyhow::Result<()> {
             .into_owned(),
     ];
     if !bench_args.iter().any(|arg| arg == "--out") {
-        let out = target_dir().join("bench").join("invoke.json");
+        let out = target_dir().join("bench").join("results.json");
         args.extend(["--out".to_owned(), out.to_string_lossy().into_owned()]);
     }
     args.extend(bench_args.iter().cloned());

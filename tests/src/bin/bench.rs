@@ -1,11 +1,15 @@
 //! `reprise-bench`: the load generator behind `cargo xtask bench`. Starts a `reprise-server`
-//! (the binary in `E2E_SERVER_BIN`) and the SDK test services, registers them, then calls
-//! `TestUtilsService/echo` (a handler that returns its input) at each concurrency level for a
-//! fixed time, checking that every answer is a 200 carrying the input. Prints a table and
-//! writes the figures, with the machine they were measured on, as JSON.
+//! (the binary in `E2E_SERVER_BIN`) and the SDK test services, registers them, then runs each
+//! workload at each concurrency level for a fixed time, checking every answer:
+//!
+//! - `echo`: `TestUtilsService/echo`, a stateless handler that returns its input;
+//! - `counter-keys`: `Counter/<key>/add` spread over 1 000 keys (state, one lock per key);
+//! - `counter-hot`: `Counter/hot/add` on one key, so every call waits its turn in the inbox.
+//!
+//! Prints a table and writes the figures, with the machine they were measured on, as JSON.
 //!
 //! Usage: `reprise-bench --services <test-services binary> [--out FILE] [--duration SECS]
-//! [--warmup SECS] [--concurrency 1,16,128]`.
+//! [--warmup SECS] [--concurrency 1,16,128] [--workloads echo,counter-keys,counter-hot]`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +25,53 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     concurrency: Vec<usize>,
+    workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    Echo,
+    CounterKeys,
+    CounterHot,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::Echo, Workload::CounterKeys, Workload::CounterHot];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::CounterKeys => "counter-keys",
+            Workload::CounterHot => "counter-hot",
+        }
+    }
+
+    fn handler(self) -> &'static str {
+        match self {
+            Workload::Echo => "TestUtilsService/echo (returns its input)",
+            Workload::CounterKeys => "Counter/<one of 1000 keys>/add (reads and writes state)",
+            Workload::CounterHot => "Counter/hot/add (one key: calls run one at a time)",
+        }
+    }
+
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|w| w.name() == name)
+            .with_context(|| format!("unknown workload {name}: echo, counter-keys, counter-hot"))
+    }
+
+    /// One request; an error unless the answer is a 200 with the expected body.
+    async fn request(self, client: &reqwest::Client, ingress: &str, n: u64) -> anyhow::Result<()> {
+        match self {
+            Workload::Echo => echo(client, &format!("{ingress}/TestUtilsService/echo"), n).await,
+            Workload::CounterKeys => {
+                let key = (n ^ (n >> 32)) % 1000;
+                add(client, &format!("{ingress}/Counter/key-{key}/add")).await
+            }
+            Workload::CounterHot => add(client, &format!("{ingress}/Counter/hot/add")).await,
+        }
+    }
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -30,6 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
         concurrency: vec![1, 16, 128],
+        workloads: Workload::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +97,12 @@ fn parse_args() -> anyhow::Result<Args> {
                     .map(|level| level.trim().parse())
                     .collect::<Result<_, _>>()
                     .context("--concurrency takes a list such as 1,16,128")?;
+            }
+            "--workloads" => {
+                args.workloads = value()?
+                    .split(',')
+                    .map(|name| Workload::parse(name.trim()))
+                    .collect::<Result<_, _>>()?;
             }
             other => bail!("unknown flag {other}"),
         }
@@ -78,13 +136,19 @@ struct Machine {
 }
 
 #[derive(Serialize)]
+struct WorkloadReport {
+    workload: &'static str,
+    handler: &'static str,
+    levels: Vec<Level>,
+}
+
+#[derive(Serialize)]
 struct Report {
     benchmark: &'static str,
-    handler: &'static str,
     measured_at_unix: u64,
     duration_seconds: u64,
     machine: Machine,
-    levels: Vec<Level>,
+    workloads: Vec<WorkloadReport>,
 }
 
 fn machine() -> Machine {
@@ -131,10 +195,29 @@ async fn echo(client: &reqwest::Client, url: &str, n: u64) -> anyhow::Result<()>
     Ok(())
 }
 
+/// One `Counter.add(1)`; an error unless the answer is a 200 with `newValue = oldValue + 1`.
+async fn add(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body("1")
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (old, new) = (answer["oldValue"].as_i64(), answer["newValue"].as_i64());
+    if status != 200 || old.zip(new).is_none_or(|(old, new)| new != old + 1) {
+        bail!("answer {status} {:?} to add(1)", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}
+
 /// Runs `concurrency` callers for `duration`; returns every request's latency.
 async fn run_level(
     client: &reqwest::Client,
-    url: &Arc<str>,
+    ingress: &Arc<str>,
+    workload: Workload,
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
@@ -142,13 +225,13 @@ async fn run_level(
     let deadline = started + duration;
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..concurrency {
-        let (client, url) = (client.clone(), url.clone());
+        let (client, ingress) = (client.clone(), ingress.clone());
         callers.spawn(async move {
             let mut latencies = Vec::new();
             let mut n = (caller as u64) << 32;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                echo(&client, &url, n).await?;
+                workload.request(&client, &ingress, n).await?;
                 latencies.push(sent.elapsed());
                 n += 1;
             }
@@ -198,26 +281,65 @@ async fn main() -> anyhow::Result<()> {
             registered.text().await?
         );
     }
-    let url: Arc<str> = format!("http://{ingress}/TestUtilsService/echo").into();
+    let ingress: Arc<str> = format!("http://{ingress}").into();
 
     let machine = machine();
     println!(
         "machine: {} ({} cores, {} GiB), {}",
         machine.cpu, machine.cores, machine.memory_gib, machine.os
     );
+    let mut workloads = Vec::new();
+    for &workload in &args.workloads {
+        println!("\n{}: {}", workload.name(), workload.handler());
+        let levels = run_workload(&client, &ingress, workload, &args).await?;
+        workloads.push(WorkloadReport {
+            workload: workload.name(),
+            handler: workload.handler(),
+            levels,
+        });
+    }
+
+    let report = Report {
+        benchmark: "request-response calls through the ingress",
+        measured_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        duration_seconds: args.duration.as_secs(),
+        machine,
+        workloads,
+    };
+    if let Some(out) = &args.out {
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", out.display());
+    }
+    node.signal(nix::sys::signal::Signal::SIGTERM)?;
+    node.wait_exit(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+async fn run_workload(
+    client: &reqwest::Client,
+    ingress: &Arc<str>,
+    workload: Workload,
+    args: &Args,
+) -> anyhow::Result<Vec<Level>> {
     println!(
         "{:>11} {:>10} {:>12} {:>9} {:>9} {:>9}",
         "concurrency", "requests", "requests/s", "p50 ms", "p99 ms", "max ms"
     );
     let mut levels = Vec::new();
     for &concurrency in &args.concurrency {
-        run_level(&client, &url, concurrency, args.warmup)
+        let what = |phase: &str| format!("{phase} {} at concurrency {concurrency}", workload.name());
+        run_level(client, ingress, workload, concurrency, args.warmup)
             .await
-            .with_context(|| format!("warming up at concurrency {concurrency}"))?;
+            .with_context(|| what("warming up"))?;
         let (mut latencies, elapsed) =
-            run_level(&client, &url, concurrency, args.duration)
+            run_level(client, ingress, workload, concurrency, args.duration)
                 .await
-                .with_context(|| format!("measuring at concurrency {concurrency}"))?;
+                .with_context(|| what("measuring"))?;
         latencies.sort();
         let seconds = elapsed.as_secs_f64();
         let level = Level {
@@ -240,25 +362,5 @@ async fn main() -> anyhow::Result<()> {
         );
         levels.push(level);
     }
-
-    let report = Report {
-        benchmark: "request-response call through the ingress",
-        handler: "TestUtilsService/echo (returns its input)",
-        measured_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        duration_seconds: args.duration.as_secs(),
-        machine,
-        levels,
-    };
-    if let Some(out) = &args.out {
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
-        println!("wrote {}", out.display());
-    }
-    node.signal(nix::sys::signal::Signal::SIGTERM)?;
-    node.wait_exit(Duration::from_secs(30)).await?;
-    Ok(())
+    Ok(levels)
 }
