@@ -162,10 +162,21 @@ where
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
         let mut entries = Vec::new();
         let from = self.entry_key(start);
-        let iter = self.db.iterator_cf(
+        // Bounded so the iterator stops at the range instead of stepping past it.
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(end) = end {
+            options.set_iterate_upper_bound(self.entry_key(end));
+        }
+        let iter = self.db.iterator_cf_opt(
             self.cf(self.config.log_cf)?,
+            options,
             IteratorMode::From(&from, Direction::Forward),
         );
         for item in iter {

@@ -208,7 +208,10 @@ async fn add(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let (old, new) = (answer["oldValue"].as_i64(), answer["newValue"].as_i64());
     if status != 200 || old.zip(new).is_none_or(|(old, new)| new != old + 1) {
-        bail!("answer {status} {:?} to add(1)", String::from_utf8_lossy(&body));
+        bail!(
+            "answer {status} {:?} to add(1)",
+            String::from_utf8_lossy(&body)
+        );
     }
     Ok(())
 }
@@ -332,7 +335,8 @@ async fn run_workload(
     );
     let mut levels = Vec::new();
     for &concurrency in &args.concurrency {
-        let what = |phase: &str| format!("{phase} {} at concurrency {concurrency}", workload.name());
+        let what =
+            |phase: &str| format!("{phase} {} at concurrency {concurrency}", workload.name());
         run_level(client, ingress, workload, concurrency, args.warmup)
             .await
             .with_context(|| what("warming up"))?;

@@ -116,12 +116,12 @@ impl RocksDbStore {
         length: u32,
     ) -> Result<Vec<StoredFrame>, StorageError> {
         let mut entries = Vec::with_capacity(length as usize);
-        let start = journal_key(id, 0);
-        let iter = self.db.iterator_cf(
-            self.cf(Table::Journal)?,
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter.take(length as usize) {
+        let iter = self.iter(
+            Table::Journal,
+            journal_key(id, 0),
+            Some(journal_key(id, length)),
+        )?;
+        for item in iter {
             let (key, value) = item.map_err(|err| self.error(err))?;
             if key.as_ref() != journal_key(id, entries.len() as u32).as_slice() {
                 break;
@@ -166,10 +166,7 @@ impl RocksDbStore {
         let prefix = object_prefix(object);
         let mut out = Vec::new();
         let mut size = 0usize;
-        let iter = self.db.iterator_cf(
-            self.cf(Table::State)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
+        let iter = self.iter(Table::State, prefix.clone(), successor(&prefix))?;
         for item in iter {
             let (key, value) = item.map_err(|err| self.error(err))?;
             let Some(state_key) = key.strip_prefix(prefix.as_slice()) else {
@@ -203,10 +200,7 @@ impl RocksDbStore {
             Some(after) => timer_key(partition_start, after),
             None => scope.to_vec(),
         };
-        let iter = self.db.iterator_cf(
-            self.cf(Table::Timer)?,
-            IteratorMode::From(&from, Direction::Forward),
-        );
+        let iter = self.iter(Table::Timer, from, successor(&scope))?;
         let mut out = Vec::new();
         for item in iter {
             if out.len() >= limit {
@@ -319,11 +313,13 @@ impl RocksDbStore {
         range: RangeInclusive<PartitionKey>,
     ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         let mut out = Vec::new();
-        let start = range.start().as_u64().to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.cf(table)?,
-            IteratorMode::From(&start, Direction::Forward),
-        );
+        let start = range.start().as_u64().to_be_bytes().to_vec();
+        let end = range
+            .end()
+            .as_u64()
+            .checked_add(1)
+            .map(|next| next.to_be_bytes().to_vec());
+        let iter = self.iter(table, start, end)?;
         for item in iter {
             let (key, value) = item.map_err(|err| self.error(err))?;
             let partition_key = row_partition_key(&key).ok_or_else(|| self.bad_key(table))?;
@@ -333,6 +329,26 @@ impl RocksDbStore {
             out.push((Bytes::from(key.to_vec()), Bytes::from(value.to_vec())));
         }
         Ok(out)
+    }
+
+    /// Iterates `table` from `from` up to `upper` (exclusive; unbounded when `None`). The
+    /// bound matters beyond correctness: the rows after a range are often deletions (finished
+    /// journals), and an unbounded iterator would step over every one of them before stopping.
+    fn iter(
+        &self,
+        table: Table,
+        from: Vec<u8>,
+        upper: Option<Vec<u8>>,
+    ) -> Result<rocksdb::DBIteratorWithThreadMode<'_, DB>, StorageError> {
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(upper) = upper {
+            options.set_iterate_upper_bound(upper);
+        }
+        Ok(self.db.iterator_cf_opt(
+            self.cf(table)?,
+            options,
+            IteratorMode::From(&from, Direction::Forward),
+        ))
     }
 
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -371,6 +387,18 @@ impl RocksDbStore {
     fn decode_id(&self, bytes: &[u8]) -> Result<InvocationId, StorageError> {
         InvocationId::from_bytes(bytes).map_err(|err| StorageError(err.to_string()))
     }
+}
+
+/// The first key after every key that starts with `prefix`, if there is one.
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
 }
 
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, StorageError> {
