@@ -7,7 +7,7 @@
 
 mod setup;
 
-pub use setup::Setup;
+pub use setup::{QUICK_RETRIES, Setup};
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

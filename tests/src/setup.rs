@@ -7,9 +7,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 
 use crate::{NodeSpec, ServerProcess, TestServices, eventually};
+
+/// Quick retries, so that an attempt cut short by a killed service or server is soon tried
+/// again.
+pub const QUICK_RETRIES: [(&str, &str); 2] = [
+    (
+        "REPRISE_WORKER__INVOKER__RETRY_POLICY__INITIAL_INTERVAL",
+        "20ms",
+    ),
+    (
+        "REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL",
+        "200ms",
+    ),
+];
 
 /// How long a stopped server may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,9 +56,11 @@ impl Setup {
             .ingress
             .context("the ingress role runs by default")?;
         let client = reqwest::Client::new();
+        // As `curl -d` sends it: JSON under a form content type.
         let response = client
             .post(format!("http://{admin}/deployments"))
-            .json(&json!({"uri": services.uri()}))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(json!({"uri": services.uri()}).to_string())
             .send()
             .await?;
         anyhow::ensure!(
@@ -67,17 +83,35 @@ impl Setup {
         self.tmp.path().join("records")
     }
 
-    /// Calls an ingress path with a JSON body (none for `Value::Null`); returns the status and
-    /// the answer, as JSON when it is JSON.
-    pub async fn call(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    /// Opens the gate the `Recorder`'s handlers wait for.
+    pub fn open_gate(&self) -> anyhow::Result<()> {
+        std::fs::write(self.records().join("gate"), b"")?;
+        Ok(())
+    }
+
+    /// POSTs a JSON body (none for `Value::Null`: the handler takes no input) to an ingress
+    /// path; returns status, headers and body.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, HeaderMap, Vec<u8>)> {
         let mut request = self.client.post(format!("{}{path}", self.ingress));
         if !body.is_null() {
             request = request.json(body);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let text = response.text().await?;
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let headers = response.headers().clone();
+        Ok((status, headers, response.bytes().await?.to_vec()))
+    }
+
+    /// Calls an ingress path with a JSON body (none for `Value::Null`); returns the status and
+    /// the answer, as JSON when it is JSON and as a string otherwise.
+    pub async fn call(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let (status, _, body) = self.post(path, body).await?;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         Ok((status, value))
     }
 

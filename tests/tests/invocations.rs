@@ -3,10 +3,10 @@
 //! and the two crashes a durable engine must shrug off — the service process killed in the
 //! middle of an invocation, and the server killed while an invocation is retrying.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use reprise_e2e::{NodeSpec, ServerProcess, TestServices, eventually};
+use reprise_e2e::{QUICK_RETRIES, Setup, eventually};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
@@ -15,118 +15,9 @@ const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 const COMPLETION: Duration = Duration::from_secs(60);
 
 /// A server (fast retries) with the default test services registered.
-struct Setup {
-    tmp: tempfile::TempDir,
-    spec: NodeSpec,
-    node: ServerProcess,
-    services: TestServices,
-    ingress: String,
-    client: reqwest::Client,
-}
-
-impl Setup {
-    async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let mut spec = NodeSpec::new(tmp.path(), "n1")
-            .env(
-                "REPRISE_WORKER__INVOKER__RETRY_POLICY__INITIAL_INTERVAL",
-                "20ms",
-            )
-            .env(
-                "REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL",
-                "200ms",
-            );
-        for (key, value) in extra_env {
-            spec = spec.env(key, value);
-        }
-        let records = tmp.path().join("records");
-        std::fs::create_dir_all(&records)?;
-        let services =
-            TestServices::spawn_with(SERVICES_BIN, &["--dir", &records.to_string_lossy()]).await?;
-        let mut node = spec.spawn()?;
-        let addresses = node.wait_ready().await?.clone();
-        let admin = addresses.admin.expect("the admin role runs by default");
-        let ingress = addresses.ingress.expect("the ingress role runs by default");
-        let client = reqwest::Client::new();
-        // As `curl -d` sends it: JSON under a form content type.
-        let response = client
-            .post(format!("http://{admin}/deployments"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(json!({"uri": services.uri()}).to_string())
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == 201,
-            "registration failed: {}",
-            response.text().await?
-        );
-        Ok(Self {
-            tmp,
-            spec,
-            node,
-            services,
-            ingress: format!("http://{ingress}"),
-            client,
-        })
-    }
-
-    fn records(&self) -> PathBuf {
-        self.tmp.path().join("records")
-    }
-
-    fn open_gate(&self) -> anyhow::Result<()> {
-        std::fs::write(self.records().join("gate"), b"")?;
-        Ok(())
-    }
-
-    /// POSTs a JSON body (none for `Value::Null`: the handler takes no input) to an ingress
-    /// path; returns status, headers and body.
-    async fn post_json(
-        &self,
-        path: &str,
-        body: &Value,
-    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
-        let mut request = self.client.post(format!("{}{path}", self.ingress));
-        if !body.is_null() {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        Ok((status, headers, response.bytes().await?.to_vec()))
-    }
-
-    /// Calls `path` with a JSON body and returns the status and the JSON answer.
-    async fn call(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let (status, _, body) = self.post_json(path, body).await?;
-        let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-            Value::String(format!("non-JSON body: {}", String::from_utf8_lossy(&body)))
-        });
-        Ok((status, value))
-    }
-
-    /// Sends `path` and returns the invocation id the ingress answered with.
-    async fn send(&self, path: &str, body: &Value) -> anyhow::Result<String> {
-        let (status, body) = self.call(&format!("{path}/send"), body).await?;
-        anyhow::ensure!(status == 202, "send answered {status}: {body}");
-        Ok(body["invocationId"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_default())
-    }
-
-    /// Restarts the server on the same directory after it was killed.
-    async fn restart_server(&mut self) -> anyhow::Result<()> {
-        self.node = self.spec.spawn()?;
-        let ingress = self
-            .node
-            .wait_ready()
-            .await?
-            .ingress
-            .expect("the ingress role runs by default");
-        self.ingress = format!("http://{ingress}");
-        Ok(())
-    }
+async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Setup> {
+    let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(extra_env).copied().collect();
+    Setup::start(SERVICES_BIN, &env).await
 }
 
 /// The events `Recorder` wrote for `invocation`, in order.
@@ -145,11 +36,9 @@ fn count(events: &[String], event: &str) -> usize {
 
 #[tokio::test]
 async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Result<()> {
-    let setup = Setup::start(&[]).await?;
+    let setup = start(&[]).await?;
 
-    let (status, headers, body) = setup
-        .post_json("/TestUtilsService/echo", &json!("hi"))
-        .await?;
+    let (status, headers, body) = setup.post("/TestUtilsService/echo", &json!("hi")).await?;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"\"hi\"");
     assert_eq!(headers[CONTENT_TYPE], "application/json");
@@ -219,7 +108,7 @@ async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Re
 
 #[tokio::test]
 async fn failed_attempts_are_retried_until_they_succeed() -> anyhow::Result<()> {
-    let setup = Setup::start(&[]).await?;
+    let setup = start(&[]).await?;
 
     let (status, body) = setup
         .call("/Failing/k1/failingCallWithEventualSuccess", &json!(null))
@@ -246,12 +135,12 @@ async fn failed_attempts_are_retried_until_they_succeed() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn terminal_errors_reach_the_caller_with_their_message() -> anyhow::Result<()> {
-    let setup = Setup::start(&[]).await?;
+    let setup = start(&[]).await?;
 
     for handler in ["terminallyFailingCall", "terminallyFailingSideEffect"] {
         let message = format!("{handler} failed on purpose");
         let (status, headers, body) = setup
-            .post_json(
+            .post(
                 &format!("/Failing/k/{handler}"),
                 &json!({"errorMessage": message}),
             )
@@ -270,7 +159,7 @@ async fn terminal_errors_reach_the_caller_with_their_message() -> anyhow::Result
 /// finishes replays every side effect from the journal and executes none.
 #[tokio::test]
 async fn always_suspending_invocations_replay_stored_side_effects() -> anyhow::Result<()> {
-    let setup = Setup::start(&[("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s")]).await?;
+    let setup = start(&[("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s")]).await?;
 
     let (status, body) = setup
         .call("/TestUtilsService/countExecutedSideEffects", &json!(3))
@@ -284,7 +173,7 @@ async fn always_suspending_invocations_replay_stored_side_effects() -> anyhow::R
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
-    let setup = Setup::start(&[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "1 KiB")]).await?;
+    let setup = start(&[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "1 KiB")]).await?;
 
     let cases: [(&str, u16, &str); 3] = [
         ("/NoSuchService/echo", 404, "NoSuchService"),
@@ -328,7 +217,7 @@ async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_killed_service_resumes_without_repeating_completed_side_effects() -> anyhow::Result<()> {
-    let mut setup = Setup::start(&[]).await?;
+    let mut setup = start(&[]).await?;
     let records = setup.records();
 
     let id = setup
@@ -360,7 +249,7 @@ async fn a_killed_service_resumes_without_repeating_completed_side_effects() -> 
 
 #[tokio::test]
 async fn a_killed_server_resumes_a_retrying_invocation() -> anyhow::Result<()> {
-    let mut setup = Setup::start(&[]).await?;
+    let mut setup = start(&[]).await?;
     let records = setup.records();
 
     let id = setup.send("/Recorder/failUntilGate", &json!(null)).await?;

@@ -11,23 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{Setup, eventually};
+use reprise_e2e::{QUICK_RETRIES, Setup, eventually};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
-
-/// Quick retries, so that an attempt cut by a killed service is soon tried again.
-const QUICK_RETRIES: [(&str, &str); 2] = [
-    (
-        "REPRISE_WORKER__INVOKER__RETRY_POLICY__INITIAL_INTERVAL",
-        "20ms",
-    ),
-    (
-        "REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_INTERVAL",
-        "200ms",
-    ),
-];
 
 const ALWAYS_SUSPENDING: (&str, &str) = ("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s");
 const LAZY_STATE: (&str, &str) = ("REPRISE_WORKER__INVOKER__DISABLE_EAGER_STATE", "true");

@@ -151,10 +151,22 @@ impl Default for AdminOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WorkerOptions {
+    /// Timers each partition leader keeps in memory; the rest wait in the timer table and are
+    /// loaded as the earlier ones fire.
+    pub num_timers_in_memory_limit: u32,
     pub invoker: InvokerOptions,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            num_timers_in_memory_limit: 1024,
+            invoker: InvokerOptions::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -105,6 +105,12 @@ impl Configuration {
             );
         }
 
+        if self.worker.num_timers_in_memory_limit == 0 {
+            bad(
+                "worker.num-timers-in-memory-limit",
+                "must be at least 1".to_owned(),
+            );
+        }
         let invoker = &self.worker.invoker;
         if invoker.concurrent_invocations_limit == 0 {
             bad(

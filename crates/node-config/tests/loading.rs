@@ -131,11 +131,13 @@ fn env_names_map_to_nested_kebab_case_keys() {
         ("REPRISE_ROLES", "worker,ingress"),
         ("REPRISE_NODE_NAME", "123"),
         ("REPRISE_LOG_FORMAT", "json"),
+        ("REPRISE_WORKER__NUM_TIMERS_IN_MEMORY_LIMIT", "16"),
     ];
     let config = load_from(&CliOverrides::default(), env(&vars)).expect("valid");
     let invoker = &config.worker.invoker;
     assert_eq!(invoker.inactivity_timeout.as_duration(), Duration::ZERO);
     assert_eq!(invoker.concurrent_invocations_limit, 8);
+    assert_eq!(config.worker.num_timers_in_memory_limit, 16);
     assert_eq!(invoker.retry_policy.max_attempts, Some(3));
     assert_eq!(config.ingress.request_size_limit.as_u64(), 1 << 20);
     assert_eq!(config.default_num_partitions, 4);
@@ -336,6 +338,10 @@ fn impossible_values_are_refused_with_their_origin() {
         (
             &[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_ATTEMPTS", "0")],
             "worker.invoker.retry-policy.max-attempts",
+        ),
+        (
+            &[("REPRISE_WORKER__NUM_TIMERS_IN_MEMORY_LIMIT", "0")],
+            "worker.num-timers-in-memory-limit",
         ),
         (
             &[("REPRISE_INGRESS__REQUEST_SIZE_LIMIT", "0")],

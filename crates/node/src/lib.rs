@@ -310,6 +310,8 @@ async fn start_roles(
                     address: config.advertised_address(),
                     cluster_name: config.cluster_name.clone(),
                     num_partitions: config.default_num_partitions,
+                    timers_in_memory: usize::try_from(config.worker.num_timers_in_memory_limit)
+                        .unwrap_or(usize::MAX),
                     invoker: reprise_invoker::Config::from_options(
                         &config.cluster_name,
                         &config.worker.invoker,

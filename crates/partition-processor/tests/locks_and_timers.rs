@@ -146,17 +146,6 @@ fn a_duplicate_of_a_waiting_call_joins_it() {
     assert_eq!(answered, vec![20, 21]);
 }
 
-fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
-    command(
-        MessageType::SleepCommand,
-        &proto::SleepCommandMessage {
-            wake_up_time,
-            result_completion_id: completion_id,
-            name: String::new(),
-        },
-    )
-}
-
 fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {
     TimerKey {
         wake_at: MillisSinceEpoch::new(wake_at),

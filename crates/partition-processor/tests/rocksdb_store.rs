@@ -2,6 +2,8 @@
 //! and the same tables, whether each record commits alone or many share one batch, and the
 //! tables must read back the same after the database is reopened.
 
+mod support;
+
 use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
@@ -12,6 +14,7 @@ use reprise_partition_processor::{
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+use support::sleep;
 
 fn id(n: u128) -> InvocationId {
     InvocationId::new(PartitionKey::new(u64::MAX - 3), n)
@@ -181,17 +184,6 @@ fn scenario() -> Vec<Record> {
         effect(7, sleep(1, 5_000)),
         effect(7, sleep(2, 2_000)),
     ]
-}
-
-fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
-    entry(
-        MessageType::SleepCommand,
-        &proto::SleepCommandMessage {
-            wake_up_time,
-            result_completion_id: completion_id,
-            name: String::new(),
-        },
-    )
 }
 
 fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {

@@ -60,6 +60,8 @@ pub struct WorkerOptions {
     pub address: String,
     pub cluster_name: String,
     pub num_partitions: u32,
+    /// Timers each partition leader keeps in memory.
+    pub timers_in_memory: usize,
     pub invoker: reprise_invoker::Config,
 }
 
@@ -129,6 +131,7 @@ impl Worker {
             if let Some(actions) = partition.take_actions() {
                 tasks.spawn(actuate(
                     handle.clone(),
+                    options.timers_in_memory,
                     actions,
                     invoker_handle.clone(),
                     waiters.clone(),
@@ -196,6 +199,7 @@ async fn stop_partition(partition: Partition) {
 /// Carries out the actions of one partition while this node leads it, and fires its timers.
 async fn actuate(
     partition: PartitionHandle,
+    timers_in_memory: usize,
     mut actions: mpsc::UnboundedReceiver<Vec<Action>>,
     invoker: InvokerHandle,
     waiters: Arc<Waiters>,
@@ -204,7 +208,7 @@ async fn actuate(
     let mut timers = TimerWindow::new(
         partition.store().clone(),
         *partition.range().start(),
-        timers::DEFAULT_WINDOW,
+        timers_in_memory,
     );
     let mut leadership = partition.leadership();
     // Leadership may have been won before this task subscribed: act on the current value too.

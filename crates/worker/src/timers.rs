@@ -14,9 +14,6 @@ use std::time::Duration;
 use reprise_partition_processor::{RocksDbStore, StorageError, TimerKey};
 use reprise_types::{MillisSinceEpoch, PartitionKey};
 
-/// Timers of one partition held in memory by default.
-pub const DEFAULT_WINDOW: usize = 1024;
-
 pub struct TimerWindow {
     store: RocksDbStore,
     /// The partition's first key: its timers are stored under it.

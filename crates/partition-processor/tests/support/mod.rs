@@ -131,3 +131,15 @@ pub fn set_state(key: &'static [u8], value: &'static [u8]) -> EffectKind {
         },
     )
 }
+
+/// A `SleepCommand` until `wake_up_time`, completing `completion_id`.
+pub fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
+    command(
+        MessageType::SleepCommand,
+        &proto::SleepCommandMessage {
+            wake_up_time,
+            result_completion_id: completion_id,
+            name: String::new(),
+        },
+    )
+}
