@@ -10,7 +10,15 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 /// The services of the default variant, by name.
-const DEFAULT_SERVICES: [&str; 4] = ["Counter", "Failing", "Recorder", "TestUtilsService"];
+const DEFAULT_SERVICES: [&str; 7] = [
+    "Counter",
+    "Failing",
+    "ListObject",
+    "MapObject",
+    "Recorder",
+    "Sleeper",
+    "TestUtilsService",
+];
 
 async fn started_node(base: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
     let mut node = NodeSpec::new(base, "n1").spawn()?;
