@@ -170,11 +170,16 @@ async fn one_at_a_time_per_key(setup: &Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// While one key is held by a long sleep, adds on 1 000 other keys and shared reads of the
-/// held key all complete.
+/// While one key is held by a long sleep, another key of the same object type, adds on 1 000
+/// other keys and shared reads of the held key all complete.
 async fn keys_do_not_wait_on_each_other(setup: &Setup) -> anyhow::Result<()> {
     setup.send("/Sleeper/held/sleep", &json!(600_000)).await?;
     setup.wait_for_marker("sleeping-held").await?;
+    setup.ok("/Sleeper/free/sleep", &json!(1)).await?;
+    assert_eq!(
+        setup.ok("/Sleeper/free/woken", &Value::Null).await?,
+        json!(1)
+    );
     let limit = Arc::new(tokio::sync::Semaphore::new(128));
     let mut calls = JoinSet::new();
     for key in 0..1000 {

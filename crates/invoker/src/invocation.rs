@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_partition_processor::{
-    EffectKind, InFlight, InvocationStatus, InvocationTarget, InvokerEffect, ObjectId,
-    PartitionHandle, Record, StorageError,
+    EffectKind, InFlight, InvocationStatus, InvocationTarget, InvokerEffect, PartitionHandle,
+    Record, StorageError,
 };
 use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::ServiceClient;
@@ -233,13 +233,12 @@ impl Invocation {
         &self,
         target: &InvocationTarget,
     ) -> Result<Option<Vec<(bytes::Bytes, bytes::Bytes)>>, StorageError> {
-        let Some(key) = &target.key else {
+        let Some(object) = target.object() else {
             return Ok(None);
         };
         if !self.config.eager_state {
             return Ok(None);
         }
-        let object = ObjectId::new(target.service.clone(), key.clone());
         self.partition
             .store()
             .read_state_within(&object, self.config.eager_state_size_limit)

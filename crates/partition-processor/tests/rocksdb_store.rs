@@ -5,16 +5,15 @@
 mod support;
 
 use bytes::Bytes;
-use prost::Message;
 use reprise_partition_processor::{
     Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect,
     MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation,
-    StoredFrame, TimerKey, apply,
+    TimerKey, apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
-use support::sleep;
+use support::{command, set_state, sleep};
 
 fn id(n: u128) -> InvocationId {
     InvocationId::new(PartitionKey::new(u64::MAX - 3), n)
@@ -49,17 +48,10 @@ fn effect(n: u128, kind: EffectKind) -> Record {
     })
 }
 
-fn entry(ty: MessageType, message: &impl Message) -> EffectKind {
-    EffectKind::JournalEntry(StoredFrame {
-        ty: ty.id(),
-        payload: message.encode_to_vec().into(),
-    })
-}
-
 /// A mix of everything the state machine does, interleaved across invocations.
 fn scenario() -> Vec<Record> {
     let run = |c| {
-        entry(
+        command(
             MessageType::RunCommand,
             &proto::RunCommandMessage {
                 result_completion_id: c,
@@ -67,7 +59,7 @@ fn scenario() -> Vec<Record> {
             },
         )
     };
-    let output = entry(
+    let output = command(
         MessageType::OutputCommand,
         &proto::OutputCommandMessage {
             result: Some(proto::output_command_message::Result::Value(proto::Value {
@@ -76,18 +68,6 @@ fn scenario() -> Vec<Record> {
             name: String::new(),
         },
     );
-    let set = |key: &'static [u8], value: &'static [u8]| {
-        entry(
-            MessageType::SetStateCommand,
-            &proto::SetStateCommandMessage {
-                key: Bytes::from_static(key),
-                value: Some(proto::Value {
-                    content: Bytes::from_static(value),
-                }),
-                name: String::new(),
-            },
-        )
-    };
     let proposal = |c| EffectKind::RunProposal {
         completion_id: c,
         result: InvocationResult::Success(Bytes::from(format!("result-{c}"))),
@@ -127,11 +107,11 @@ fn scenario() -> Vec<Record> {
         ),
         invoke(1),
         invoke(4),
-        effect(4, set(b"a", b"1")),
-        effect(4, set(b"b", b"2")),
+        effect(4, set_state(b"a", b"1")),
+        effect(4, set_state(b"b", b"2")),
         effect(
             4,
-            entry(
+            command(
                 MessageType::GetLazyStateCommand,
                 &proto::GetLazyStateCommandMessage {
                     key: Bytes::from_static(b"a"),
@@ -142,17 +122,17 @@ fn scenario() -> Vec<Record> {
         ),
         effect(
             4,
-            entry(
+            command(
                 MessageType::ClearAllStateCommand,
                 &proto::ClearAllStateCommandMessage {
                     name: String::new(),
                 },
             ),
         ),
-        effect(4, set(b"c", b"3")),
+        effect(4, set_state(b"c", b"3")),
         effect(
             4,
-            entry(
+            command(
                 MessageType::GetLazyStateKeysCommand,
                 &proto::GetLazyStateKeysCommandMessage {
                     result_completion_id: 2,
@@ -161,7 +141,7 @@ fn scenario() -> Vec<Record> {
             ),
         ),
         invoke(5),
-        effect(5, set(b"a", b"kept")),
+        effect(5, set_state(b"a", b"kept")),
         effect(4, output.clone()),
         // Three exclusive calls on one key: one runs, two wait; the first sleeps, suspends,
         // wakes on its timer and ends, handing the key to the second, which sleeps too.

@@ -240,13 +240,7 @@ async fn actuate(
             batch = actions.recv() => {
                 let Some(batch) = batch else { return };
                 for action in batch {
-                    if let Action::RegisterTimer(timer) = action {
-                        if leads {
-                            timers.add(timer);
-                        }
-                        continue;
-                    }
-                    carry_out(action, leads, &partition, &invoker, &waiters);
+                    carry_out(action, leads, &partition, &invoker, &waiters, &mut timers);
                 }
             }
             _ = tokio::time::sleep(next_timer.unwrap_or_default()), if next_timer.is_some() => {
@@ -305,6 +299,7 @@ fn carry_out(
     partition: &PartitionHandle,
     invoker: &InvokerHandle,
     waiters: &Waiters,
+    timers: &mut TimerWindow,
 ) {
     match action {
         // Responses go to whoever waits on this node, leader or not.
@@ -330,8 +325,7 @@ fn carry_out(
         Action::AbortAttempt { invocation_id } => {
             invoker.send(InvokerCommand::Abort { invocation_id })
         }
-        // Handled by the actuator's timer window.
-        Action::RegisterTimer(_) => {}
+        Action::RegisterTimer(timer) => timers.add(timer),
     }
 }
 

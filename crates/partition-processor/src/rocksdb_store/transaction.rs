@@ -156,10 +156,10 @@ impl PartitionStore for Transaction<'_> {
             self.store.read_all_state(object)?.into_iter().collect();
         let prefix = object_prefix(object);
         for ((table, full), value) in self.pending.range((Table::State, prefix.clone())..) {
-            let Some(key) = full
-                .strip_prefix(prefix.as_slice())
-                .filter(|_| *table == Table::State)
-            else {
+            if *table != Table::State {
+                break;
+            }
+            let Some(key) = full.strip_prefix(prefix.as_slice()) else {
                 break;
             };
             let key = Bytes::copy_from_slice(key);
