@@ -58,7 +58,8 @@ fn run(server_args: &[String]) -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     prerequisites::ensure()?;
     // The end-to-end tests start the real binary: build it first so they never run a stale one.
-    cargo(&["build", "-p", "reprise-server"], &[])?;
+    // `--workspace`, like the test run: the same feature set, so nothing is built twice.
+    cargo(&["build", "--workspace", "--bins"], &[])?;
     let server = target_dir().join("debug").join("reprise-server");
     let status = cargo_command(&["test", "--workspace"], &[])
         .env("E2E_SERVER_BIN", &server)

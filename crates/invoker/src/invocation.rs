@@ -40,6 +40,11 @@ impl Invocation {
         let mut retries_since_progress: u32 = 0;
         let mut last_progress = Instant::now();
         loop {
+            // The slot comes first: an invocation waiting for one holds no status, journal or
+            // state in memory, so many waiting invocations cost little.
+            let Ok(permit) = self.concurrency.clone().acquire_owned().await else {
+                return; // the semaphore is closed: the invoker is stopping
+            };
             let in_flight = match self.partition.store().read_status(id) {
                 Ok(Some(InvocationStatus::Invoked(in_flight))) => in_flight,
                 Ok(_) => return, // suspended or completed meanwhile: nothing to run
@@ -79,9 +84,6 @@ impl Invocation {
                             return;
                         }
                     };
-                    let Ok(_permit) = self.concurrency.clone().acquire_owned().await else {
-                        return; // the semaphore is closed: the invoker is stopping
-                    };
                     let (inactivity_timeout, abort_timeout) =
                         self.timeouts(&deployment, &in_flight.target);
                     let attempt = Attempt {
@@ -108,6 +110,7 @@ impl Invocation {
                     made_progress: false,
                 },
             };
+            drop(permit);
             // Everything the attempt proposed is committed before anything else happens.
             if let Some(last) = report.last_proposal
                 && last.wait().await.is_err()

@@ -18,10 +18,12 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, tempfile::Temp
         let dir = tempfile::tempdir().map_err(|e| StorageError::IO {
             source: openraft::StorageIOError::write(&e),
         })?;
-        let db = Arc::new(crate::open_db(dir.path()).map_err(|e| StorageError::IO {
+        let io = |e: crate::MetadataError| StorageError::IO {
             source: openraft::StorageIOError::write(&e),
-        })?);
-        let machine = StateMachine::open(db.clone(), Arc::new(SharedState::default()))?;
+        };
+        let db = crate::open_db(&dir.path().join("store")).map_err(io)?;
+        let snapshots = crate::open_snapshot_dir(dir.path().join("snapshots")).map_err(io)?;
+        let machine = StateMachine::open(db.clone(), Arc::new(SharedState::default()), snapshots)?;
         Ok((dir, crate::log_store(db), machine))
     }
 }

@@ -8,6 +8,7 @@
 //! `watch`). Today the group has one member; the multi-node work adds members and a network
 //! transport without changing the client's API.
 
+mod codec;
 #[cfg(test)]
 mod conformance;
 mod state_machine;
@@ -21,10 +22,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
-use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use rocksdb::DB;
 use tokio::sync::watch;
 
-use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork};
+use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork, SnapshotDir};
 use state_machine::{CF_KV, CF_SM, SharedState, StateMachine};
 pub use types::{Command, CommandResponse, Precondition, Version, VersionedValue};
 
@@ -50,10 +51,12 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
-    #[error("cannot open the metadata store at {path}: {source}")]
-    Open {
+    #[error(transparent)]
+    Open(#[from] reprise_rocksdb::OpenError),
+    #[error("cannot open the metadata snapshot directory {}: {source}", path.display())]
+    SnapshotDir {
         path: PathBuf,
-        source: rocksdb::Error,
+        source: std::io::Error,
     },
     #[error("metadata storage failed: {0}")]
     Storage(String),
@@ -92,14 +95,19 @@ pub struct MetadataServer {
 
 impl MetadataServer {
     pub const DIR: &'static str = "metadata-server";
+    /// Under the node directory: the metadata group's snapshot files.
+    pub const SNAPSHOT_DIR: &'static str = "metadata-snapshots";
+    /// The storage format this build writes: 1 is the first binary one.
+    pub const FORMAT_VERSION: u32 = 1;
 
     /// Opens the store and starts the raft group's task. Call
     /// [`provision_single_member`](Self::provision_single_member) on a new cluster.
     pub async fn start(options: MetadataServerOptions) -> Result<Self, MetadataError> {
         let path = options.node_dir.join(Self::DIR);
-        let db = Arc::new(open_db(&path)?);
+        let db = open_db(&path)?;
+        let snapshots = open_snapshot_dir(options.node_dir.join(Self::SNAPSHOT_DIR))?;
         let shared = Arc::new(SharedState::default());
-        let state_machine = StateMachine::open(db.clone(), shared.clone())
+        let state_machine = StateMachine::open(db.clone(), shared.clone(), snapshots)
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         let log_store = log_store(db.clone());
 
@@ -180,18 +188,17 @@ impl MetadataServer {
     }
 }
 
-fn open_db(path: &Path) -> Result<DB, MetadataError> {
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    options.set_keep_log_file_num(2);
-    let families = [CF_LOGS, CF_RAFT, CF_KV, CF_SM]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    DB::open_cf_descriptors(&options, path, families).map_err(|source| MetadataError::Open {
-        path: path.to_owned(),
-        source,
-    })
+fn open_db(path: &Path) -> Result<Arc<DB>, MetadataError> {
+    Ok(reprise_rocksdb::open(&reprise_rocksdb::DbSpec {
+        what: "metadata store",
+        path,
+        column_families: &[CF_LOGS, CF_RAFT, CF_KV, CF_SM],
+        format_version: MetadataServer::FORMAT_VERSION,
+    })?)
+}
+
+fn open_snapshot_dir(path: PathBuf) -> Result<SnapshotDir, MetadataError> {
+    SnapshotDir::open(path.clone()).map_err(|source| MetadataError::SnapshotDir { path, source })
 }
 
 /// Reads and writes cluster metadata. Cheap to clone.

@@ -4,24 +4,31 @@
 //! applied log id and membership (`sm`) in one batch per apply, so after a crash the store and
 //! its applied position agree and openraft replays exactly the entries after it.
 //!
+//! Snapshots are files ([`SnapshotDir`]) cut from a RocksDB snapshot of `kv` taken at the
+//! applied log id, so a snapshot's rows are always the state its log id names.
+//!
 //! Readers share the in-memory map through [`SharedState`]; watchers learn of new versions.
 
 // openraft's storage traits fix `StorageError` as the error type; our helpers return it too.
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership,
+    Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use rocksdb::{DB, WriteBatch, WriteOptions};
-use serde::{Deserialize, Serialize};
+use reprise_raft_storage::codec::{
+    decode_maybe_log_id, decode_stored_membership, encode_maybe_log_id, encode_stored_membership,
+};
+use reprise_raft_storage::{
+    DecodeError, InstallPlan, PendingSnapshot, SnapshotBuilder, SnapshotDir, SnapshotTable,
+};
+use rocksdb::{DB, WriteBatch};
 use tokio::sync::watch;
 
+use crate::codec::{decode_value, encode_value};
 use crate::types::{Command, CommandResponse, Precondition, TypeConfig, Version, VersionedValue};
 use crate::{StorageResult, storage_io as io};
 
@@ -30,7 +37,8 @@ pub(crate) const CF_SM: &str = "sm";
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// Present while a snapshot is being installed.
+const KEY_INSTALLING: &[u8] = b"installing";
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
 
@@ -65,103 +73,168 @@ impl SharedState {
         }
     }
 
+    /// Applies changes that are durable: `Some` sets a key, `None` removes it.
+    fn apply(&self, changes: BTreeMap<String, Option<VersionedValue>>) {
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in &changes {
+            match value {
+                Some(value) => values.insert(key.clone(), value.clone()),
+                None => values.remove(key),
+            };
+        }
+        drop(values);
+        for (key, value) in changes {
+            self.notify(&key, value.map(|v| v.version));
+        }
+    }
+
+    /// Replaces the whole map (after a snapshot install) and tells every watcher.
     fn replace_all(&self, values: BTreeMap<String, VersionedValue>) {
         let mut current = self.values.write().unwrap_or_else(|p| p.into_inner());
-        *current = values;
-    }
-
-    fn snapshot(&self) -> BTreeMap<String, VersionedValue> {
-        self.values
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let old = std::mem::replace(&mut *current, values);
+        let keys: Vec<String> = old.into_keys().chain(current.keys().cloned()).collect();
+        drop(current);
+        for key in keys {
+            let version = self.get(&key).map(|v| v.version);
+            self.notify(&key, version);
+        }
     }
 }
 
-/// What a snapshot holds: the whole map and where in the log it was taken.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    meta: SnapshotMeta<u64, openraft::BasicNode>,
-    values: BTreeMap<String, VersionedValue>,
-}
-
-#[derive(Clone)]
 pub struct StateMachine {
     db: Arc<DB>,
     shared: Arc<SharedState>,
+    snapshots: SnapshotDir,
     applied: Option<LogId<u64>>,
     membership: Membership,
 }
 
+fn read_err(e: impl std::fmt::Display) -> openraft::StorageError<u64> {
+    io(StorageIOError::read_state_machine(&std::io::Error::other(
+        e.to_string(),
+    )))
+}
+
 impl StateMachine {
-    /// Loads the persisted state.
-    pub(crate) fn open(db: Arc<DB>, shared: Arc<SharedState>) -> StorageResult<Self> {
+    /// Loads the persisted state, finishing first a snapshot install a crash interrupted.
+    pub(crate) fn open(
+        db: Arc<DB>,
+        shared: Arc<SharedState>,
+        snapshots: SnapshotDir,
+    ) -> StorageResult<Self> {
         let mut machine = Self {
             db,
             shared,
+            snapshots,
             applied: None,
             membership: Membership::default(),
         };
-        machine.applied = machine.get_sm(KEY_APPLIED)?.flatten();
-        machine.membership = machine.get_sm(KEY_MEMBERSHIP)?.unwrap_or_default();
-        let mut values = BTreeMap::new();
-        let cf = machine.cf(CF_KV)?;
-        for item in machine.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (key, value) = item.map_err(|e| io(StorageIOError::read_state_machine(&e)))?;
-            let key = String::from_utf8(key.to_vec())
-                .map_err(|e| io(StorageIOError::read_state_machine(&e)))?;
-            let value = serde_json::from_slice(&value)
-                .map_err(|e| io(StorageIOError::read_state_machine(&e)))?;
-            values.insert(key, value);
+        if let Some(meta) = machine
+            .snapshots
+            .resume_install(&machine.db, machine.install_plan(WriteBatch::default()))
+            .map_err(read_err)?
+        {
+            machine.applied = meta.last_log_id;
+            machine.membership = meta.last_membership;
+            let mut batch = WriteBatch::default();
+            machine.record_position(&mut batch)?;
+            machine
+                .db
+                .write_opt(batch, &reprise_raft_storage::synced())
+                .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
+            tracing::info!("finished a metadata snapshot install a restart interrupted");
         }
-        machine.shared.replace_all(values);
+        machine.applied = machine.get_sm(KEY_APPLIED, decode_maybe_log_id)?.flatten();
+        machine.membership = machine
+            .get_sm(KEY_MEMBERSHIP, decode_stored_membership)?
+            .unwrap_or_default();
+        machine.shared.replace_all(machine.load_values()?);
         Ok(machine)
     }
 
-    fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(name).ok_or_else(|| {
-            io(StorageIOError::read_state_machine(&std::io::Error::other(
-                format!("column family `{name}` is missing"),
-            )))
-        })
+    fn load_values(&self) -> StorageResult<BTreeMap<String, VersionedValue>> {
+        let mut values = BTreeMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_KV)?, rocksdb::IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(read_err)?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| read_err("a metadata key is not UTF-8"))?;
+            let value = decode_value(&value)
+                .map_err(|e| read_err(format!("the metadata value of `{key}` is damaged: {e}")))?;
+            values.insert(key, value);
+        }
+        Ok(values)
     }
 
-    fn get_sm<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
+    fn tables() -> Vec<SnapshotTable> {
+        vec![SnapshotTable {
+            id: 1,
+            cf: CF_KV,
+            from: Vec::new(),
+            to: None,
+        }]
+    }
+
+    fn install_plan(&self, finish: WriteBatch) -> InstallPlan {
+        InstallPlan {
+            tables: Self::tables(),
+            marker: (CF_SM, KEY_INSTALLING.to_vec()),
+            accept: Box::new(|_, key| std::str::from_utf8(key).is_ok()),
+            finish,
+        }
+    }
+
+    fn cf(&self, name: &str) -> StorageResult<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| read_err(format!("column family `{name}` is missing")))
+    }
+
+    fn get_sm<T>(
+        &self,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+    ) -> StorageResult<Option<T>> {
         self.db
             .get_cf(self.cf(CF_SM)?, key)
-            .map_err(|e| io(StorageIOError::read_state_machine(&e)))?
-            .map(|bytes| serde_json::from_slice(&bytes))
+            .map_err(read_err)?
+            .map(|bytes| {
+                decode(&bytes).map_err(|e| {
+                    read_err(format!(
+                        "the metadata store's `{}` row is damaged: {e}",
+                        String::from_utf8_lossy(key)
+                    ))
+                })
+            })
             .transpose()
-            .map_err(|e| io(StorageIOError::read_state_machine(&e)))
     }
 
     /// Adds the applied log id and membership to `batch`, so they commit with the data.
     fn record_position(&self, batch: &mut WriteBatch) -> StorageResult<()> {
         let sm = self.cf(CF_SM)?;
-        let write_err = |e: serde_json::Error| io(StorageIOError::write_state_machine(&e));
-        batch.put_cf(
-            sm,
-            KEY_APPLIED,
-            serde_json::to_vec(&self.applied).map_err(write_err)?,
-        );
+        batch.put_cf(sm, KEY_APPLIED, encode_maybe_log_id(self.applied.as_ref()));
         batch.put_cf(
             sm,
             KEY_MEMBERSHIP,
-            serde_json::to_vec(&self.membership).map_err(write_err)?,
+            encode_stored_membership(&self.membership),
         );
         Ok(())
     }
 
-    /// Applies one command to `values` (the working copy) and records the change in `batch`.
+    /// Applies one command on top of the committed map and this batch's earlier `changes`.
     fn apply_command(
         &self,
         command: &Command,
-        values: &mut BTreeMap<String, VersionedValue>,
+        changes: &mut BTreeMap<String, Option<VersionedValue>>,
         batch: &mut WriteBatch,
-        changed: &mut Vec<(String, Option<Version>)>,
     ) -> StorageResult<CommandResponse> {
         let key = command.key();
-        let current = values.get(key).map(|v| v.version);
+        let current = match changes.get(key) {
+            Some(pending) => pending.as_ref().map(|v| v.version),
+            None => self.shared.get(key).map(|v| v.version),
+        };
         let precondition = match command {
             Command::Put { precondition, .. } | Command::Delete { precondition, .. } => {
                 *precondition
@@ -182,26 +255,21 @@ impl StateMachine {
                     version: current.map_or(1, |v| v.saturating_add(1)),
                     value: value.clone(),
                 };
-                let bytes = serde_json::to_vec(&next)
-                    .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
-                batch.put_cf(kv, key.as_bytes(), bytes);
+                batch.put_cf(kv, key.as_bytes(), encode_value(&next));
                 let version = next.version;
-                values.insert(key.to_owned(), next);
+                changes.insert(key.to_owned(), Some(next));
                 Some(version)
             }
             Command::Delete { .. } => {
                 batch.delete_cf(kv, key.as_bytes());
-                values.remove(key);
+                changes.insert(key.to_owned(), None);
                 None
             }
         };
-        changed.push((key.to_owned(), version));
         Ok(CommandResponse::Applied { version })
     }
-}
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+    async fn cut_snapshot(&self) -> PendingSnapshot {
         let snapshot_id = match self.applied {
             Some(applied) => format!("{}-{}", applied.leader_id, applied.index),
             None => "empty".to_owned(),
@@ -211,27 +279,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let data = SnapshotData {
-            meta: meta.clone(),
-            values: self.shared.snapshot(),
-        };
-        let bytes =
-            serde_json::to_vec(&data).map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
-        // The snapshot lets openraft purge the log, so it must be durable first.
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .put_cf_opt(self.cf(CF_SM)?, KEY_SNAPSHOT, &bytes, &options)
-            .map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        self.snapshots
+            .cut(self.db.clone(), meta, Self::tables())
+            .await
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId<u64>>, Membership)> {
         Ok((self.applied, self.membership.clone()))
@@ -242,16 +297,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut values = self.shared.snapshot();
+        let mut changes = BTreeMap::new();
         let mut batch = WriteBatch::default();
-        let mut changed = Vec::new();
         let mut responses = Vec::new();
         for entry in entries {
             self.applied = Some(entry.log_id);
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::NoCommand,
                 EntryPayload::Normal(command) => {
-                    self.apply_command(command, &mut values, &mut batch, &mut changed)?
+                    self.apply_command(command, &mut changes, &mut batch)?
                 }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
@@ -264,78 +318,46 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db
             .write(batch)
             .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
-        self.shared.replace_all(values);
-        for (key, version) in changed {
-            self.shared.notify(&key, version);
-        }
+        // Readers see the changes only once they are in the database.
+        self.shared.apply(changes);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        SnapshotBuilder::new(self.cut_snapshot().await)
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        self.snapshots.receive().await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes)
-            .map_err(|e| io(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
-        let kv = self.cf(CF_KV)?;
-        let sm = self.cf(CF_SM)?;
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(kv, rocksdb::IteratorMode::Start) {
-            let (key, _) = item.map_err(|e| io(StorageIOError::read_state_machine(&e)))?;
-            batch.delete_cf(kv, key);
-        }
-        for (key, value) in &data.values {
-            let bytes = serde_json::to_vec(value)
-                .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
-            batch.put_cf(kv, key.as_bytes(), bytes);
-        }
-        batch.put_cf(sm, KEY_SNAPSHOT, &bytes);
+        let previous = (self.applied, self.membership.clone());
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.record_position(&mut batch)?;
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
-        let changed: Vec<String> = self
-            .shared
-            .snapshot()
-            .keys()
-            .chain(data.values.keys())
-            .cloned()
-            .collect();
-        self.shared.replace_all(data.values);
-        for key in changed {
-            let version = self.shared.get(&key).map(|v| v.version);
-            self.shared.notify(&key, version);
+        let mut finish = WriteBatch::default();
+        let mut installed = self.record_position(&mut finish);
+        if installed.is_ok() {
+            let plan = self.install_plan(finish);
+            installed = self
+                .snapshots
+                .install(self.db.clone(), meta, snapshot, plan)
+                .await;
         }
+        if let Err(err) = installed {
+            (self.applied, self.membership) = previous;
+            return Err(err);
+        }
+        let values = self.load_values()?;
+        self.shared.replace_all(values);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let Some(bytes) = self
-            .db
-            .get_cf(self.cf(CF_SM)?, KEY_SNAPSHOT)
-            .map_err(|e| io(StorageIOError::read_snapshot(None, &e)))?
-        else {
-            return Ok(None);
-        };
-        let data: SnapshotData = serde_json::from_slice(&bytes)
-            .map_err(|e| io(StorageIOError::read_snapshot(None, &e)))?;
-        Ok(Some(Snapshot {
-            meta: data.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+        self.snapshots.current().await
     }
 }

@@ -1,21 +1,21 @@
 //! The node's local store: a small RocksDB database under `<node-dir>/local-store/` that keeps
 //! what this node must remember about itself across restarts. Values are JSON documents under
-//! fixed keys; every write is synced to disk before it returns, because the node acts on it
-//! (an identity that was handed out must never be handed out again).
+//! fixed keys (a handful of small documents, read once at start; format 1 of this store); every
+//! write is synced to disk before it returns, because the node acts on it (an identity that was
+//! handed out must never be handed out again).
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+use std::sync::Arc;
+
+use rocksdb::{DB, WriteBatch, WriteOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the local store at {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rocksdb::Error,
-    },
+    #[error(transparent)]
+    Open(#[from] reprise_rocksdb::OpenError),
     #[error("local store at {path}: {source}")]
     Io {
         path: PathBuf,
@@ -39,23 +39,22 @@ pub enum StoreError {
 
 pub struct LocalStore {
     path: PathBuf,
-    db: DB,
+    db: Arc<DB>,
 }
 
 impl LocalStore {
     pub const DIR: &'static str = "local-store";
+    /// The storage format this build writes.
+    pub const FORMAT_VERSION: u32 = 1;
 
     /// Opens (creating if needed) the store inside the node directory.
     pub fn open(node_dir: &Path) -> Result<Self, StoreError> {
         let path = node_dir.join(Self::DIR);
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        // A handful of small documents: keep the footprint small.
-        options.set_max_open_files(64);
-        options.set_keep_log_file_num(2);
-        let db = DB::open(&options, &path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
+        let db = reprise_rocksdb::open(&reprise_rocksdb::DbSpec {
+            what: "local store",
+            path: &path,
+            column_families: &[],
+            format_version: Self::FORMAT_VERSION,
         })?;
         Ok(Self { path, db })
     }

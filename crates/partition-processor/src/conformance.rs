@@ -37,10 +37,13 @@ impl
         // A partition that is not the first: its keys carry a non-zero prefix.
         let partition = PartitionId::new(3);
         let (actions, _) = tokio::sync::mpsc::unbounded_channel();
+        let snapshots = reprise_raft_storage::SnapshotDir::open(dir.path().join("snapshots"))
+            .map_err(io_error)?;
         let machine = PartitionStateMachine::open(
             store.clone(),
             partition,
             PartitionKey::new(1 << 62)..=PartitionKey::new((1 << 63) - 1),
+            snapshots,
             actions,
         )?;
         let log = LogStore::new(

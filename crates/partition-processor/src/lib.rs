@@ -8,12 +8,15 @@
 //! machine inside the partition's raft group, and the leader's actuators, are built around it.
 
 mod action;
+mod codec;
 #[cfg(test)]
 mod conformance;
 mod partition;
 mod raft;
 mod record;
 mod rocksdb_store;
+#[cfg(test)]
+mod snapshot_tests;
 mod state_machine;
 mod status;
 mod storage;
@@ -27,7 +30,7 @@ pub use record::{
     EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
     ResponseSink, ServiceInvocation, StoredFrame, TimerKey,
 };
-pub use rocksdb_store::{RocksDbStore, Table, TableRows, Transaction};
+pub use rocksdb_store::{FORMAT_VERSION, RocksDbStore, Table, Transaction};
 pub use state_machine::apply;
 pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

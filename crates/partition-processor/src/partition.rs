@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
-use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork};
+use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork, SnapshotDir};
 use reprise_types::{PartitionId, PartitionKey};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -60,6 +61,15 @@ pub struct PartitionOptions {
     pub address: String,
     pub cluster_name: String,
     pub store: RocksDbStore,
+    /// Where this partition keeps its snapshot files (one directory per partition).
+    pub snapshot_dir: PathBuf,
+    /// A snapshot is cut after this many log entries; the log before it is then purged but for
+    /// a tenth of it (kept for replicas that are slightly behind).
+    pub snapshot_interval: u64,
+}
+
+impl PartitionOptions {
+    pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 }
 
 struct Proposal {
@@ -165,10 +175,17 @@ impl Partition {
             reason,
         };
         let (actions_tx, actions) = mpsc::unbounded_channel();
+        let snapshots = SnapshotDir::open(options.snapshot_dir.clone()).map_err(|e| {
+            failed(format!(
+                "cannot open its snapshot directory {}: {e}",
+                options.snapshot_dir.display()
+            ))
+        })?;
         let machine = PartitionStateMachine::open(
             options.store.clone(),
             id,
             options.range.clone(),
+            snapshots,
             actions_tx,
         )
         .map_err(|e| failed(e.to_string()))?;
@@ -185,8 +202,8 @@ impl Partition {
             heartbeat_interval: 100,
             election_timeout_min: 150,
             election_timeout_max: 300,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_interval.max(1)),
+            max_in_snapshot_log_to_keep: options.snapshot_interval / 10,
             ..Default::default()
         }
         .validate()
@@ -243,6 +260,11 @@ impl Partition {
 
     pub fn handle(&self) -> PartitionHandle {
         self.handle.clone()
+    }
+
+    /// The group's raft metrics as they are now (log, snapshot and purge positions).
+    pub fn metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
     }
 
     /// The actions of applied records; taken once, by the partition's actuator.

@@ -5,21 +5,27 @@
 //! openraft re-applies exactly the entries after it.
 //!
 //! The state machine's batch is not fsynced itself: the log entries it applies already are, and
-//! a lost tail is re-applied from the log at start. Before a snapshot lets openraft purge log
-//! entries, the write-ahead log is synced.
+//! a lost tail is re-applied from the log at start. Snapshots are files ([`SnapshotDir`]): cut
+//! from a RocksDB snapshot taken at the applied log id, written by a thread of their own, and
+//! kept, so starting a partition reads a file header instead of building anything.
 
 // openraft's storage traits fix `StorageError` as the error type; our helpers return it too.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
 use std::ops::RangeInclusive;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StorageIOError, StoredMembership,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageIOError,
+    StoredMembership,
 };
-use reprise_raft_storage::{StorageResult, storage_io as io};
+use reprise_raft_storage::codec::{
+    decode_maybe_log_id, decode_stored_membership, encode_maybe_log_id, encode_stored_membership,
+};
+use reprise_raft_storage::{
+    DecodeError, InstallPlan, PendingSnapshot, SnapshotBuilder, SnapshotDir, StorageResult,
+    storage_io as io,
+};
 use reprise_types::{PartitionId, PartitionKey};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -27,7 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::action::Action;
 use crate::record::Record;
-use crate::rocksdb_store::{CF_RAFT, RocksDbStore, TableRows};
+use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
 use crate::state_machine::apply;
 
 /// What one log entry of a partition carries: records proposed together, applied in order.
@@ -48,7 +54,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = BasicNode,
         Entry = openraft::Entry<PartitionTypes>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         Responder = openraft::impls::OneshotResponder<PartitionTypes>,
         AsyncRuntime = openraft::TokioRuntime,
 );
@@ -57,17 +63,12 @@ type Membership = StoredMembership<u64, BasicNode>;
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Present while a snapshot is being installed.
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 
 /// The key prefix of a partition in the shared raft column families.
 pub fn key_prefix(partition: PartitionId) -> Vec<u8> {
     partition.as_u16().to_be_bytes().to_vec()
-}
-
-/// What a snapshot of a partition holds: every row of its key range.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    meta: SnapshotMeta<u64, BasicNode>,
-    tables: Vec<TableRows>,
 }
 
 /// The state machine of one partition. Actions of applied records go to `actions`; whoever
@@ -80,14 +81,18 @@ pub struct PartitionStateMachine {
     range: RangeInclusive<PartitionKey>,
     applied: Option<LogId<u64>>,
     membership: Membership,
+    snapshots: SnapshotDir,
     actions: mpsc::UnboundedSender<Vec<Action>>,
 }
 
 impl PartitionStateMachine {
+    /// Opens the partition's state, finishing first a snapshot install that a crash
+    /// interrupted. `snapshots` is the partition's own snapshot directory.
     pub fn open(
         store: RocksDbStore,
         partition: PartitionId,
         range: RangeInclusive<PartitionKey>,
+        snapshots: SnapshotDir,
         actions: mpsc::UnboundedSender<Vec<Action>>,
     ) -> StorageResult<Self> {
         let mut machine = Self {
@@ -97,11 +102,41 @@ impl PartitionStateMachine {
             range,
             applied: None,
             membership: Membership::default(),
+            snapshots,
             actions,
         };
-        machine.applied = machine.get_raft(KEY_APPLIED)?.flatten();
-        machine.membership = machine.get_raft(KEY_MEMBERSHIP)?.unwrap_or_default();
+        let plan = machine.install_plan(WriteBatch::default());
+        if let Some(meta) = machine
+            .snapshots
+            .resume_install(&machine.db, plan)
+            .map_err(|e| io(StorageIOError::read_state_machine(&e)))?
+        {
+            // The interrupted install's final batch carried no position: write it now.
+            machine.applied = meta.last_log_id;
+            machine.membership = meta.last_membership;
+            let mut batch = WriteBatch::default();
+            machine.record_position(&mut batch)?;
+            machine.write(batch, true)?;
+            tracing::info!(%partition, "finished a snapshot install a restart interrupted");
+        }
+        machine.applied = machine
+            .get_raft(KEY_APPLIED, decode_maybe_log_id)?
+            .flatten();
+        machine.membership = machine
+            .get_raft(KEY_MEMBERSHIP, decode_stored_membership)?
+            .unwrap_or_default();
         Ok(machine)
+    }
+
+    /// How a snapshot replaces this partition's rows; `finish` commits with its last batch.
+    fn install_plan(&self, finish: WriteBatch) -> InstallPlan {
+        let range = self.range.clone();
+        InstallPlan {
+            tables: RocksDbStore::snapshot_tables(&self.range),
+            marker: (CF_RAFT, self.raft_key(KEY_INSTALLING)),
+            accept: Box::new(move |_, key| RocksDbStore::owns_row(&range, key)),
+            finish,
+        }
     }
 
     fn raft_key(&self, name: &[u8]) -> Vec<u8> {
@@ -118,28 +153,42 @@ impl PartitionStateMachine {
         })
     }
 
-    fn get_raft<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> StorageResult<Option<T>> {
-        self.db
+    fn get_raft<T>(
+        &self,
+        name: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+    ) -> StorageResult<Option<T>> {
+        let bytes = self
+            .db
             .get_cf(self.raft_cf()?, self.raft_key(name))
-            .map_err(|e| io(StorageIOError::read_state_machine(&e)))?
-            .map(|bytes| serde_json::from_slice(&bytes))
+            .map_err(|e| io(StorageIOError::read_state_machine(&e)))?;
+        bytes
+            .map(|bytes| {
+                decode(&bytes).map_err(|e| {
+                    io(StorageIOError::read_state_machine(&std::io::Error::other(
+                        format!(
+                            "partition {}: its `{}` row is damaged: {e}",
+                            self.partition,
+                            String::from_utf8_lossy(name)
+                        ),
+                    )))
+                })
+            })
             .transpose()
-            .map_err(|e| io(StorageIOError::read_state_machine(&e)))
     }
 
     /// Adds the applied log id and membership to `batch`, so they commit with the rows.
     fn record_position(&self, batch: &mut WriteBatch) -> StorageResult<()> {
         let cf = self.raft_cf()?;
-        let write_err = |e: serde_json::Error| io(StorageIOError::write_state_machine(&e));
         batch.put_cf(
             cf,
             self.raft_key(KEY_APPLIED),
-            serde_json::to_vec(&self.applied).map_err(write_err)?,
+            encode_maybe_log_id(self.applied.as_ref()),
         );
         batch.put_cf(
             cf,
             self.raft_key(KEY_MEMBERSHIP),
-            serde_json::to_vec(&self.membership).map_err(write_err)?,
+            encode_stored_membership(&self.membership),
         );
         Ok(())
     }
@@ -153,12 +202,10 @@ impl PartitionStateMachine {
             .map_err(|e| io(StorageIOError::write_state_machine(&e)))
     }
 
-    fn build(&self) -> StorageResult<Snapshot<PartitionTypes>> {
-        // A snapshot lets openraft purge the log it covers: the rows must be on disk first.
-        self.store
-            .db()
-            .flush_wal(true)
-            .map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
+    /// Cuts a snapshot at the applied position: the view is taken before this returns (no
+    /// record is applied meanwhile: openraft calls it from the state machine's task), the rows
+    /// are written by the snapshot's own thread.
+    async fn cut_snapshot(&self) -> PendingSnapshot {
         let snapshot_id = match self.applied {
             Some(applied) => format!("{}-{}-{}", self.partition, applied.leader_id, applied.index),
             None => format!("{}-empty", self.partition),
@@ -168,36 +215,13 @@ impl PartitionStateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let read_err = |e: crate::StorageError| {
-            io(StorageIOError::read_state_machine(&std::io::Error::other(
-                e.0,
-            )))
-        };
-        let data = SnapshotData {
-            meta: meta.clone(),
-            tables: self.store.rows_in(self.range.clone()).map_err(read_err)?,
-        };
-        let bytes =
-            serde_json::to_vec(&data).map_err(|e| io(StorageIOError::write_snapshot(None, &e)))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
-    }
-}
-
-/// Snapshots are built when openraft asks for the builder: openraft goes on applying while a
-/// builder runs, and the rows must match the snapshot's log id.
-pub struct PartitionSnapshotBuilder(Option<StorageResult<Snapshot<PartitionTypes>>>);
-
-impl RaftSnapshotBuilder<PartitionTypes> for PartitionSnapshotBuilder {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<PartitionTypes>> {
-        self.0.take().unwrap_or_else(|| {
-            Err(io(StorageIOError::write_snapshot(
-                None,
-                &std::io::Error::other("this snapshot builder was already used"),
-            )))
-        })
+        self.snapshots
+            .cut(
+                self.db.clone(),
+                meta,
+                RocksDbStore::snapshot_tables(&self.range),
+            )
+            .await
     }
 }
 
@@ -208,7 +232,7 @@ fn storage_failure(err: crate::StorageError) -> openraft::StorageError<u64> {
 }
 
 impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
-    type SnapshotBuilder = PartitionSnapshotBuilder;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId<u64>>, Membership)> {
         Ok((self.applied, self.membership.clone()))
@@ -251,36 +275,40 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        PartitionSnapshotBuilder(Some(self.build()))
+        SnapshotBuilder::new(self.cut_snapshot().await)
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        self.snapshots.receive().await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes)
-            .map_err(|e| io(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
-        let mut batch = WriteBatch::default();
-        self.store
-            .replace_rows(&mut batch, self.range.clone(), &data.tables)
-            .map_err(storage_failure)?;
+        let previous = (self.applied, self.membership.clone());
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.record_position(&mut batch)?;
-        self.write(batch, true)
+        let mut finish = WriteBatch::default();
+        let positioned = self.record_position(&mut finish);
+        let installed = match positioned {
+            Ok(()) => {
+                let plan = self.install_plan(finish);
+                self.snapshots
+                    .install(self.db.clone(), meta, snapshot, plan)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        if installed.is_err() {
+            (self.applied, self.membership) = previous;
+        }
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<PartitionTypes>>> {
-        // The rows are the snapshot: a fresh one reflects exactly the applied position.
-        if self.applied.is_none() {
-            return Ok(None);
-        }
-        self.build().map(Some)
+        // The kept file: nothing is built here, so a start costs a header read.
+        self.snapshots.current().await
     }
 }

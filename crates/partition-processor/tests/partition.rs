@@ -10,7 +10,7 @@ use reprise_partition_processor::{
 };
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 
-fn options(store: &RocksDbStore, id: u16) -> PartitionOptions {
+fn options(dir: &std::path::Path, store: &RocksDbStore, id: u16) -> PartitionOptions {
     let width = u64::MAX / 4;
     let start = width * u64::from(id);
     PartitionOptions {
@@ -20,6 +20,8 @@ fn options(store: &RocksDbStore, id: u16) -> PartitionOptions {
         address: "127.0.0.1:0".into(),
         cluster_name: "test".into(),
         store: store.clone(),
+        snapshot_dir: dir.join(format!("snapshots-{id}")),
+        snapshot_interval: PartitionOptions::DEFAULT_SNAPSHOT_INTERVAL,
     }
 }
 
@@ -42,10 +44,14 @@ fn invocation(id: InvocationId) -> Record {
 #[tokio::test]
 async fn applied_records_become_actions_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = RocksDbStore::open(dir.path()).expect("open");
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
     // Two partitions share the database; each sees only its own records.
-    let mut first = Partition::start(options(&store, 1)).await.expect("start");
-    let mut second = Partition::start(options(&store, 2)).await.expect("start");
+    let mut first = Partition::start(options(dir.path(), &store, 1))
+        .await
+        .expect("start");
+    let mut second = Partition::start(options(dir.path(), &store, 2))
+        .await
+        .expect("start");
     let handle = first.handle();
     handle
         .wait_for_leadership(Duration::from_secs(10))
@@ -87,8 +93,10 @@ async fn applied_records_become_actions_and_survive_a_restart() {
     store.close().expect("close");
     drop((store, handle));
 
-    let store = RocksDbStore::open(dir.path()).expect("reopen");
-    let partition = Partition::start(options(&store, 1)).await.expect("restart");
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("reopen");
+    let partition = Partition::start(options(dir.path(), &store, 1))
+        .await
+        .expect("restart");
     let handle = partition.handle();
     handle
         .wait_for_leadership(Duration::from_secs(10))
@@ -107,5 +115,81 @@ async fn applied_records_become_actions_and_survive_a_restart() {
             .len(),
         1
     );
+    partition.shutdown().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_restart_after_the_log_was_purged_restores_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
+    let frequent_snapshots = || PartitionOptions {
+        snapshot_interval: 50,
+        ..options(dir.path(), &store, 1)
+    };
+    let partition = Partition::start(frequent_snapshots()).await.expect("start");
+    let handle = partition.handle();
+    handle
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leads");
+    let ids: Vec<InvocationId> = (0..300)
+        .map(|n| InvocationId::new(PartitionKey::new(u64::MAX / 4 + n), u128::from(n)))
+        .collect();
+    // One proposal at a time: each is its own log entry.
+    for id in &ids {
+        handle.propose(invocation(*id)).await.expect("proposed");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = partition.metrics();
+        let snapshot = metrics.snapshot.map_or(0, |id| id.index);
+        let purged = metrics.purged.map_or(0, |id| id.index);
+        if snapshot >= 250 && purged >= 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot and purge: snapshot at {snapshot}, purged to {purged}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    partition.shutdown().await.expect("stop");
+    store.close().expect("close");
+    drop((store, handle));
+
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("reopen");
+    let frequent_snapshots = || PartitionOptions {
+        snapshot_interval: 50,
+        ..options(dir.path(), &store, 1)
+    };
+    let partition = Partition::start(frequent_snapshots())
+        .await
+        .expect("restart");
+    let handle = partition.handle();
+    handle
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leads again");
+    let metrics = partition.metrics();
+    assert!(
+        metrics.purged.is_some_and(|id| id.index >= 200),
+        "the log stays purged after the restart: {:?}",
+        metrics.purged
+    );
+    assert_eq!(
+        handle
+            .store()
+            .statuses_in(handle.range())
+            .expect("scan")
+            .len(),
+        ids.len()
+    );
+    // And the partition goes on: a new record applies on top of the restored state.
+    let id = InvocationId::new(PartitionKey::new(u64::MAX / 4 + 1_000), 1_000);
+    handle
+        .propose(invocation(id))
+        .await
+        .expect("proposed after restart");
+    assert!(handle.store().read_status(id).expect("read").is_some());
     partition.shutdown().await.expect("stop");
 }

@@ -2,16 +2,25 @@
 //! group's log entries, vote and commit point in RocksDB, and the network of a group with a
 //! single member ([`SingleMemberNetwork`]). The metadata group and every partition's group use
 //! the same code; each group owns a key prefix inside two column families, so many groups can
-//! share one database (and with it one write-ahead log, whose fsyncs they then share).
+//! share one database (and with it one write-ahead log, whose fsyncs they then share). Also
+//! shared: the binary stored forms of openraft's types ([`codec`]) and snapshots as files cut
+//! from a consistent view and streamed in bounded pieces ([`SnapshotDir`]).
 
 // openraft's storage traits fix `StorageError` as the error type; our helpers return it too.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 mod log_store;
 mod network;
+mod snapshot;
 
+pub use codec::{DecodeError, GroupTypes, PayloadCodec};
 pub use log_store::{LogStore, LogStoreConfig};
 pub use network::SingleMemberNetwork;
+pub use reprise_rocksdb::blocking;
+pub use snapshot::{
+    InstallPlan, PendingSnapshot, RowFilter, SnapshotBuilder, SnapshotDir, SnapshotTable,
+};
 
 /// Result of the raft storage traits, whose error type openraft fixes.
 pub type StorageResult<T> = Result<T, openraft::StorageError<u64>>;

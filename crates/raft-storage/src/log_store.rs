@@ -1,7 +1,8 @@
 //! A raft group's log in RocksDB: entries under `prefix ‖ index` (big-endian, so iteration is in
 //! log order) in the log column family; the vote, the committed log id and the last purged log
-//! id under `prefix ‖ name` in the raft column family. Every write is synced before openraft is
-//! told it is done, and everything openraft appends at once goes in one synced batch.
+//! id under `prefix ‖ name` in the raft column family, all in the binary forms of
+//! [`codec`](crate::codec). Every write is synced before openraft is told it is done, and
+//! everything openraft appends at once goes in one synced batch.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -9,13 +10,13 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote,
-};
+use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use crate::codec::{
+    DecodeError, GroupTypes, decode_entry, decode_maybe_log_id, decode_vote, encode_entry,
+    encode_maybe_log_id, encode_vote,
+};
 use crate::{StorageResult, storage_io as io, synced};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -50,10 +51,7 @@ impl<C> Clone for LogStore<C> {
     }
 }
 
-impl<C> LogStore<C>
-where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
-{
+impl<C: GroupTypes> LogStore<C> {
     pub fn new(db: Arc<DB>, config: LogStoreConfig) -> Self {
         Self {
             db,
@@ -81,19 +79,36 @@ where
         self.key(&index.to_be_bytes())
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, name: &[u8]) -> StorageResult<Option<T>> {
+    fn get_meta<T>(
+        &self,
+        name: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+    ) -> StorageResult<Option<T>> {
         let bytes = self
             .db
             .get_cf(self.cf(self.config.raft_cf)?, self.key(name))
             .map_err(|e| io(StorageIOError::read(&e)))?;
         bytes
-            .map(|bytes| serde_json::from_slice(&bytes))
+            .map(|bytes| decode(&bytes).map_err(|e| self.damaged(name, e)))
             .transpose()
-            .map_err(|e| io(StorageIOError::read(&e)))
     }
 
-    fn put_meta<T: Serialize>(&self, name: &[u8], value: &T) -> StorageResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| io(StorageIOError::write(&e)))?;
+    fn damaged(&self, name: &[u8], err: DecodeError) -> openraft::StorageError<u64> {
+        io(StorageIOError::read(&std::io::Error::other(format!(
+            "raft row `{}` of column family `{}` is damaged: {err}",
+            String::from_utf8_lossy(name),
+            self.config.raft_cf
+        ))))
+    }
+
+    fn damaged_entry(&self, index: u64, err: DecodeError) -> openraft::StorageError<u64> {
+        io(StorageIOError::read_logs(&std::io::Error::other(format!(
+            "raft log entry {index} of column family `{}` is damaged: {err}",
+            self.config.log_cf
+        ))))
+    }
+
+    fn put_meta(&self, name: &[u8], bytes: Vec<u8>) -> StorageResult<()> {
         self.db
             .put_cf_opt(
                 self.cf(self.config.raft_cf)?,
@@ -125,11 +140,11 @@ where
             None => Ok(None),
             Some(item) => {
                 let (key, value) = item.map_err(|e| io(StorageIOError::read_logs(&e)))?;
-                if self.index_of(&key)?.is_none() {
+                let Some(index) = self.index_of(&key)? else {
                     return Ok(None);
-                }
-                let entry: Entry<C> = serde_json::from_slice(&value)
-                    .map_err(|e| io(StorageIOError::read_logs(&e)))?;
+                };
+                let entry: Entry<C> =
+                    decode_entry(&value).map_err(|e| self.damaged_entry(index, e))?;
                 Ok(Some(*entry.get_log_id()))
             }
         }
@@ -149,10 +164,7 @@ where
     }
 }
 
-impl<C> RaftLogReader<C> for LogStore<C>
-where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
-{
+impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -187,22 +199,20 @@ where
             if !range.contains(&index) {
                 break;
             }
-            let entry =
-                serde_json::from_slice(&value).map_err(|e| io(StorageIOError::read_logs(&e)))?;
+            let entry = decode_entry(&value).map_err(|e| self.damaged_entry(index, e))?;
             entries.push(entry);
         }
         Ok(entries)
     }
 }
 
-impl<C> RaftLogStorage<C> for LogStore<C>
-where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
-{
+impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
-        let last_purged_log_id: Option<LogId<u64>> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_purged_log_id = self
+            .get_meta(KEY_LAST_PURGED, decode_maybe_log_id)?
+            .flatten();
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -215,21 +225,19 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        self.put_meta(KEY_VOTE, vote)
+        self.put_meta(KEY_VOTE, encode_vote(vote))
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
-        self.get_meta(KEY_VOTE)
+        self.get_meta(KEY_VOTE, decode_vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        self.put_meta(KEY_COMMITTED, encode_maybe_log_id(committed.as_ref()))
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
-        Ok(self
-            .get_meta::<Option<LogId<u64>>>(KEY_COMMITTED)?
-            .flatten())
+        Ok(self.get_meta(KEY_COMMITTED, decode_maybe_log_id)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
@@ -241,9 +249,11 @@ where
         let mut batch = WriteBatch::default();
         let cf = self.cf(self.config.log_cf)?;
         for entry in entries {
-            let bytes =
-                serde_json::to_vec(&entry).map_err(|e| io(StorageIOError::write_logs(&e)))?;
-            batch.put_cf(cf, self.entry_key(entry.get_log_id().index), bytes);
+            batch.put_cf(
+                cf,
+                self.entry_key(entry.get_log_id().index),
+                encode_entry(&entry),
+            );
         }
         let result = self.db.write_opt(batch, &synced());
         let outcome = result
@@ -261,7 +271,7 @@ where
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         // Record the purge point first: a crash in between leaves extra entries, never a hole.
-        self.put_meta(KEY_LAST_PURGED, &log_id)?;
+        self.put_meta(KEY_LAST_PURGED, encode_maybe_log_id(Some(&log_id)))?;
         self.delete_range(0, log_id.index.saturating_add(1))
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use reprise_invoker::{Invoker, InvokerCommand, InvokerHandle, Notification};
 use reprise_metadata_server::MetadataClient;
 use reprise_partition_processor::{
-    Action, InvocationResult, InvocationStatus, Partition, PartitionHandle, PartitionOptions,
-    ProposeError, Record, ResponseSink, RocksDbStore, ServiceInvocation,
+    Action, InvocationResult, Partition, PartitionHandle, PartitionOptions, ProposeError, Record,
+    ResponseSink, RocksDbStore, ServiceInvocation,
 };
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
@@ -76,6 +76,8 @@ pub struct Worker {
 
 impl Worker {
     pub const STORE_DIR: &'static str = "partition-store";
+    /// Under the node directory: one directory of snapshot files per partition.
+    pub const SNAPSHOT_DIR: &'static str = "partition-snapshots";
 
     pub async fn start(
         options: WorkerOptions,
@@ -114,6 +116,11 @@ impl Worker {
                 address: options.address.clone(),
                 cluster_name: options.cluster_name.clone(),
                 store: store.clone(),
+                snapshot_dir: options
+                    .node_dir
+                    .join(Self::SNAPSHOT_DIR)
+                    .join(entry.id.to_string()),
+                snapshot_interval: PartitionOptions::DEFAULT_SNAPSHOT_INTERVAL,
             })
             .await;
             let mut partition = match started {
@@ -271,26 +278,37 @@ async fn fire_due(partition: &PartitionHandle, timers: &mut TimerWindow) {
     }
 }
 
-/// On becoming leader: every invocation that was running runs again.
+/// Ids read from the resume index at a time.
+const RESUME_PAGE: usize = 256;
+
+/// On becoming leader: every invocation that was running runs again. The ids come from the
+/// partition's index of invoked invocations, a page at a time, so completed and suspended
+/// invocations are never read; the invoker reads each one's journal only once it has a slot.
 fn resume_all(partition: &PartitionHandle, invoker: &InvokerHandle) {
-    match partition.store().statuses_in(partition.range()) {
-        Ok(statuses) => {
-            let mut resumed = 0usize;
-            for (invocation_id, status) in statuses {
-                if matches!(status, InvocationStatus::Invoked(_)) {
-                    resumed += 1;
-                    invoker.send(InvokerCommand::Invoke {
-                        partition: partition.clone(),
-                        invocation_id,
-                    });
-                }
+    let range = partition.range();
+    let mut after = None;
+    let mut resumed = 0usize;
+    loop {
+        let page = match partition.store().invoked_in(&range, after, RESUME_PAGE) {
+            Ok(page) => page,
+            Err(err) => {
+                error!(partition = %partition.id(), %err, resumed, "cannot read the partition's invoked invocations to resume them");
+                return;
             }
-            info!(partition = %partition.id(), resumed, "leading the partition");
+        };
+        for &invocation_id in &page {
+            invoker.send(InvokerCommand::Invoke {
+                partition: partition.clone(),
+                invocation_id,
+            });
         }
-        Err(err) => {
-            error!(partition = %partition.id(), %err, "cannot read the partition to resume its invocations")
+        resumed += page.len();
+        match page.last() {
+            Some(&last) if page.len() == RESUME_PAGE => after = Some(last),
+            _ => break,
         }
     }
+    info!(partition = %partition.id(), resumed, "leading the partition");
 }
 
 fn carry_out(

@@ -4,38 +4,55 @@
 
 use bytes::Bytes;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
-use serde::{Deserialize, Serialize};
 
 use crate::record::TimerKey;
 use crate::storage::ObjectId;
 
 /// The partition tables, one column family each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Values are the prost messages of `proto/partition.proto` unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Table {
-    /// invocation id → status (JSON).
+    /// invocation id → `InvocationStatus`.
     Status,
-    /// invocation id ‖ entry index (BE u32) → frame (JSON): one journal is one ordered range.
+    /// invocation id ‖ entry index (BE u32) → `StoredFrame`: one journal is one ordered range.
     Journal,
     /// object ‖ state key → the value's bytes as the SDK sent them.
     State,
-    /// object → [`ObjectLock`](crate::ObjectLock) (JSON).
+    /// object → `ObjectLock`.
     Lock,
-    /// object ‖ sequence number (BE u64) → invocation id (JSON).
+    /// object ‖ sequence number (BE u64) → the waiting invocation's raw id (24 bytes).
     Inbox,
     /// partition scope ‖ wake time (BE u64) ‖ invocation id ‖ completion id (BE u32) → empty:
     /// the partition's timers in the order they fire.
     Timer,
+    /// invocation id → empty, exactly while its status is `Invoked`: what a new leader resumes,
+    /// found without reading any other status. Written with the status, in the same batch.
+    Invoked,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Status,
         Table::Journal,
         Table::State,
         Table::Lock,
         Table::Inbox,
         Table::Timer,
+        Table::Invoked,
     ];
+
+    /// The table's number in snapshot files: part of the format, never reused.
+    pub fn snapshot_id(self) -> u32 {
+        match self {
+            Table::Status => 1,
+            Table::Journal => 2,
+            Table::State => 3,
+            Table::Lock => 4,
+            Table::Inbox => 5,
+            Table::Timer => 6,
+            Table::Invoked => 7,
+        }
+    }
 
     pub fn cf_name(self) -> &'static str {
         match self {
@@ -45,6 +62,7 @@ impl Table {
             Table::Lock => "locks",
             Table::Inbox => "inbox",
             Table::Timer => "timers",
+            Table::Invoked => "invoked",
         }
     }
 }

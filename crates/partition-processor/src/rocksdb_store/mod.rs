@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use reprise_raft_storage::SnapshotTable;
 use reprise_types::{InvocationId, PartitionKey};
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use rocksdb::{DB, Direction, IteratorMode};
 
 pub use keys::Table;
 pub use transaction::Transaction;
 
+use crate::codec::StoredValue;
 use crate::record::{StoredFrame, TimerKey};
 use crate::status::InvocationStatus;
 use crate::storage::{MemoryStore, ObjectId, StorageError};
@@ -38,12 +38,8 @@ pub const CF_LOG: &str = "log";
 /// Raft vote, commit point and applied state of every partition, under the partition's id.
 pub const CF_RAFT: &str = "raft";
 
-/// The rows of one table in one partition's key range, as stored: what a snapshot carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableRows {
-    pub table: Table,
-    pub rows: Vec<(Bytes, Bytes)>,
-}
+/// The storage format this build writes: 1 is the first binary one (prost rows and entries).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// The database of a node's partitions. Cheap to clone.
 #[derive(Clone)]
@@ -62,25 +58,26 @@ impl std::fmt::Debug for RocksDbStore {
 
 impl RocksDbStore {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_keep_log_file_num(2);
-        let families = Table::ALL
+        let families: Vec<&str> = Table::ALL
             .iter()
             .map(|table| table.cf_name())
             .chain([CF_LOG, CF_RAFT])
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, path, families).map_err(|err| {
-            StorageError(format!(
-                "cannot open the partition store at {}: {err}",
-                path.display()
-            ))
-        })?;
+            .collect();
+        let db = reprise_rocksdb::open(&reprise_rocksdb::DbSpec {
+            what: "partition store",
+            path,
+            column_families: &families,
+            format_version: FORMAT_VERSION,
+        })
+        .map_err(|err| StorageError(err.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
-            db: Arc::new(db),
+            db,
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The database, for the raft log stores that share it.
@@ -103,8 +100,9 @@ impl RocksDbStore {
 
     /// The committed status of an invocation.
     pub fn read_status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
-        self.get_raw(Table::Status, &status_key(id))?
-            .map(|bytes| self.decode(&bytes))
+        let key = status_key(id);
+        self.get_raw(Table::Status, &key)?
+            .map(|bytes| self.decode(Table::Status, &key, &bytes))
             .transpose()
     }
 
@@ -115,7 +113,8 @@ impl RocksDbStore {
         id: InvocationId,
         length: u32,
     ) -> Result<Vec<StoredFrame>, StorageError> {
-        let mut entries = Vec::with_capacity(length as usize);
+        // Not sized from `length`: a damaged status must not make this allocate.
+        let mut entries = Vec::new();
         let iter = self.iter(
             Table::Journal,
             journal_key(id, 0),
@@ -126,7 +125,7 @@ impl RocksDbStore {
             if key.as_ref() != journal_key(id, entries.len() as u32).as_slice() {
                 break;
             }
-            entries.push(self.decode(&value)?);
+            entries.push(self.decode(Table::Journal, &key, &value)?);
         }
         if entries.len() != length as usize {
             return Err(StorageError(format!(
@@ -144,8 +143,43 @@ impl RocksDbStore {
     ) -> Result<Vec<(InvocationId, InvocationStatus)>, StorageError> {
         self.rows_of(Table::Status, range)?
             .into_iter()
-            .map(|(key, value)| Ok((self.decode_id(&key)?, self.decode(&value)?)))
+            .map(|(key, value)| {
+                let id = self.decode_id(Table::Status, &key)?;
+                Ok((id, self.decode(Table::Status, &key, &value)?))
+            })
             .collect()
+    }
+
+    /// Up to `limit` invocations of the partition whose keys are `range` that are `Invoked`, in
+    /// id order after `after` (from the first when `None`): a new leader pages through them
+    /// to resume them, reading the index, not the statuses.
+    pub fn invoked_in(
+        &self,
+        range: &RangeInclusive<PartitionKey>,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<InvocationId>, StorageError> {
+        let from = match after {
+            Some(after) => status_key(after),
+            None => range.start().as_u64().to_be_bytes().to_vec(),
+        };
+        let to = range
+            .end()
+            .as_u64()
+            .checked_add(1)
+            .map(|next| next.to_be_bytes().to_vec());
+        let mut out = Vec::new();
+        for item in self.iter(Table::Invoked, from, to)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item.map_err(|err| self.error(err))?;
+            let id = self.decode_id(Table::Invoked, &key)?;
+            if Some(id) != after {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     /// The committed state of an object, ordered by key.
@@ -210,7 +244,7 @@ impl RocksDbStore {
             if !key.starts_with(&scope) {
                 break;
             }
-            let timer = decode_timer_key(&key).ok_or_else(|| self.bad_key(Table::Timer))?;
+            let timer = decode_timer_key(&key).ok_or_else(|| self.bad_key(Table::Timer, &key))?;
             if Some(&timer) != after {
                 out.push(timer);
             }
@@ -218,70 +252,52 @@ impl RocksDbStore {
         Ok(out)
     }
 
-    /// Every row of every table in `range`: a snapshot of the partition.
-    pub fn rows_in(
-        &self,
-        range: RangeInclusive<PartitionKey>,
-    ) -> Result<Vec<TableRows>, StorageError> {
+    /// What a snapshot of the partition whose keys are `range` holds: each table's rows in
+    /// that range. Table ids are the file's numbering; they never change.
+    pub fn snapshot_tables(range: &RangeInclusive<PartitionKey>) -> Vec<SnapshotTable> {
+        let from = range.start().as_u64().to_be_bytes().to_vec();
+        let to = range
+            .end()
+            .as_u64()
+            .checked_add(1)
+            .map(|next| next.to_be_bytes().to_vec());
         Table::ALL
             .iter()
-            .map(|&table| {
-                Ok(TableRows {
-                    table,
-                    rows: self.rows_of(table, range.clone())?,
-                })
+            .map(|table| SnapshotTable {
+                id: table.snapshot_id(),
+                cf: table.cf_name(),
+                from: from.clone(),
+                to: to.clone(),
             })
             .collect()
     }
 
-    /// Adds to `batch` what replaces every row in `range` with `rows` (a snapshot's).
-    pub fn replace_rows(
-        &self,
-        batch: &mut WriteBatch,
-        range: RangeInclusive<PartitionKey>,
-        rows: &[TableRows],
-    ) -> Result<(), StorageError> {
-        let start = range.start().as_u64().to_be_bytes().to_vec();
-        // The end is exclusive: one past the last key of the range (or past every key).
-        let end = match range.end().as_u64().checked_add(1) {
-            Some(next) => next.to_be_bytes().to_vec(),
-            None => vec![0xff; 9],
-        };
-        for table in Table::ALL {
-            batch.delete_range_cf(self.cf(table)?, &start, &end);
-        }
-        for TableRows { table, rows } in rows {
-            let cf = self.cf(*table)?;
-            for (key, value) in rows {
-                let inside =
-                    row_partition_key(key).is_some_and(|pk| range.contains(&PartitionKey::new(pk)));
-                if !inside {
-                    return Err(StorageError(format!(
-                        "a snapshot row of table {table:?} lies outside the partition"
-                    )));
-                }
-                batch.put_cf(cf, key, value);
-            }
-        }
-        Ok(())
+    /// Whether a snapshot row's key belongs to the partition whose keys are `range`.
+    pub fn owns_row(range: &RangeInclusive<PartitionKey>, key: &[u8]) -> bool {
+        row_partition_key(key).is_some_and(|pk| range.contains(&PartitionKey::new(pk)))
     }
 
     /// Everything in the tables, as the in-memory model: for tests and debugging.
+    /// The resume index is checked against the statuses on the way (it is not in the model).
     pub fn to_memory(&self) -> Result<MemoryStore, StorageError> {
         let mut memory = MemoryStore::default();
+        let mut invoked = std::collections::BTreeSet::new();
         for table in Table::ALL {
             let rows = self.rows_of(table, PartitionKey::MIN..=PartitionKey::MAX)?;
             for (key, value) in rows {
-                let bad = || self.bad_key(table);
+                let bad = || self.bad_key(table, &key);
                 match table {
                     Table::Status => {
+                        let id = self.decode_id(table, &key)?;
                         memory
                             .statuses
-                            .insert(self.decode_id(&key)?, self.decode(&value)?);
+                            .insert(id, self.decode(table, &key, &value)?);
                     }
                     Table::Journal => {
-                        let key = decode_journal_key(&key).ok_or_else(bad)?;
-                        memory.journals.insert(key, self.decode(&value)?);
+                        let index = decode_journal_key(&key).ok_or_else(bad)?;
+                        memory
+                            .journals
+                            .insert(index, self.decode(table, &key, &value)?);
                     }
                     Table::State => {
                         let key = decode_state_key(&key).ok_or_else(bad)?;
@@ -289,19 +305,39 @@ impl RocksDbStore {
                     }
                     Table::Lock => {
                         let (object, _) = decode_object_prefix(&key).ok_or_else(bad)?;
-                        memory.locks.insert(object, self.decode(&value)?);
+                        let lock = self.decode(table, &key, &value)?;
+                        memory.locks.insert(object, lock);
                     }
                     Table::Inbox => {
-                        let key = decode_inbox_key(&key).ok_or_else(bad)?;
-                        memory.inbox.insert(key, self.decode(&value)?);
+                        let entry = decode_inbox_key(&key).ok_or_else(bad)?;
+                        memory
+                            .inbox
+                            .insert(entry, self.decode(table, &key, &value)?);
                     }
                     Table::Timer => {
                         memory
                             .timers
                             .insert(decode_timer_key(&key).ok_or_else(bad)?);
                     }
+                    Table::Invoked => {
+                        invoked.insert(self.decode_id(table, &key)?);
+                    }
                 }
             }
+        }
+        let expected: std::collections::BTreeSet<InvocationId> = memory
+            .statuses
+            .iter()
+            .filter(|(_, status)| matches!(status, InvocationStatus::Invoked(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        if invoked != expected {
+            return Err(StorageError(format!(
+                "partition store at {}: the resume index lists {} invocations, {} are invoked",
+                self.path.display(),
+                invoked.len(),
+                expected.len()
+            )));
         }
         Ok(memory)
     }
@@ -322,7 +358,7 @@ impl RocksDbStore {
         let iter = self.iter(table, start, end)?;
         for item in iter {
             let (key, value) = item.map_err(|err| self.error(err))?;
-            let partition_key = row_partition_key(&key).ok_or_else(|| self.bad_key(table))?;
+            let partition_key = row_partition_key(&key).ok_or_else(|| self.bad_key(table, &key))?;
             if partition_key > range.end().as_u64() {
                 break;
             }
@@ -368,25 +404,40 @@ impl RocksDbStore {
         StorageError(format!("partition store at {}: {err}", self.path.display()))
     }
 
-    fn bad_key(&self, table: Table) -> StorageError {
+    fn bad_key(&self, table: Table, key: &[u8]) -> StorageError {
         StorageError(format!(
-            "partition store at {}: a malformed key in table {table:?}",
-            self.path.display()
+            "partition store at {}: a malformed key {} in table `{}`",
+            self.path.display(),
+            hex(key),
+            table.cf_name()
         ))
     }
 
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, StorageError> {
-        serde_json::from_slice(bytes).map_err(|err| {
+    /// Decodes a row's value; a damaged one is an error naming the table and the key.
+    fn decode<T: StoredValue>(
+        &self,
+        table: Table,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StorageError> {
+        T::decode_value(bytes).map_err(|err| {
             StorageError(format!(
-                "partition store at {}: unreadable value ({err})",
-                self.path.display()
+                "partition store at {}: the row {} of table `{}` is damaged: {err}",
+                self.path.display(),
+                hex(key),
+                table.cf_name()
             ))
         })
     }
 
-    fn decode_id(&self, bytes: &[u8]) -> Result<InvocationId, StorageError> {
-        InvocationId::from_bytes(bytes).map_err(|err| StorageError(err.to_string()))
+    fn decode_id(&self, table: Table, key: &[u8]) -> Result<InvocationId, StorageError> {
+        InvocationId::from_bytes(key).map_err(|_| self.bad_key(table, key))
     }
+}
+
+/// A key in hex, for messages.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first key after every key that starts with `prefix`, if there is one.
@@ -399,8 +450,4 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-fn encode(value: &impl Serialize) -> Result<Vec<u8>, StorageError> {
-    serde_json::to_vec(value).map_err(|err| StorageError(format!("cannot encode a value: {err}")))
 }

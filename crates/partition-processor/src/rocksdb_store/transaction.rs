@@ -9,6 +9,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 
 use super::RocksDbStore;
 use super::keys::{Table, inbox_key, journal_key, object_prefix, state_key, status_key, timer_key};
+use crate::codec::StoredValue;
 use crate::record::{StoredFrame, TimerKey};
 use crate::status::{InvocationStatus, ObjectLock};
 use crate::storage::{ObjectId, PartitionStore, StorageError};
@@ -63,13 +64,13 @@ impl<'a> Transaction<'a> {
         self.store.get_raw(table, &key)
     }
 
-    fn get_json<T: serde::de::DeserializeOwned>(
+    fn get_value<T: StoredValue>(
         &self,
         table: Table,
         key: Vec<u8>,
     ) -> Result<Option<T>, StorageError> {
-        self.get(table, key)?
-            .map(|bytes| self.store.decode(&bytes))
+        self.get(table, key.clone())?
+            .map(|bytes| self.store.decode(table, &key, &bytes))
             .transpose()
     }
 
@@ -77,14 +78,8 @@ impl<'a> Transaction<'a> {
         self.pending.insert((table, key), Some(value));
     }
 
-    fn put_json(
-        &mut self,
-        table: Table,
-        key: Vec<u8>,
-        value: &impl serde::Serialize,
-    ) -> Result<(), StorageError> {
-        self.put(table, key, super::encode(value)?);
-        Ok(())
+    fn put_value(&mut self, table: Table, key: Vec<u8>, value: &impl StoredValue) {
+        self.put(table, key, value.encode_value());
     }
 
     fn delete(&mut self, table: Table, key: Vec<u8>) {
@@ -94,7 +89,7 @@ impl<'a> Transaction<'a> {
 
 impl PartitionStore for Transaction<'_> {
     fn status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
-        self.get_json(Table::Status, status_key(id))
+        self.get_value(Table::Status, status_key(id))
     }
 
     fn put_status(
@@ -102,7 +97,14 @@ impl PartitionStore for Transaction<'_> {
         id: InvocationId,
         status: InvocationStatus,
     ) -> Result<(), StorageError> {
-        self.put_json(Table::Status, status_key(id), &status)
+        // The resume index follows the status in the same batch.
+        if matches!(status, InvocationStatus::Invoked(_)) {
+            self.put(Table::Invoked, status_key(id), Vec::new());
+        } else {
+            self.delete(Table::Invoked, status_key(id));
+        }
+        self.put_value(Table::Status, status_key(id), &status);
+        Ok(())
     }
 
     fn journal_entry(
@@ -110,7 +112,7 @@ impl PartitionStore for Transaction<'_> {
         id: InvocationId,
         index: u32,
     ) -> Result<Option<StoredFrame>, StorageError> {
-        self.get_json(Table::Journal, journal_key(id, index))
+        self.get_value(Table::Journal, journal_key(id, index))
     }
 
     fn put_journal_entry(
@@ -119,7 +121,8 @@ impl PartitionStore for Transaction<'_> {
         index: u32,
         entry: StoredFrame,
     ) -> Result<(), StorageError> {
-        self.put_json(Table::Journal, journal_key(id, index), &entry)
+        self.put_value(Table::Journal, journal_key(id, index), &entry);
+        Ok(())
     }
 
     fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError> {
@@ -179,11 +182,12 @@ impl PartitionStore for Transaction<'_> {
     }
 
     fn object_lock(&self, object: &ObjectId) -> Result<Option<ObjectLock>, StorageError> {
-        self.get_json(Table::Lock, object_prefix(object))
+        self.get_value(Table::Lock, object_prefix(object))
     }
 
     fn put_object_lock(&mut self, object: &ObjectId, lock: ObjectLock) -> Result<(), StorageError> {
-        self.put_json(Table::Lock, object_prefix(object), &lock)
+        self.put_value(Table::Lock, object_prefix(object), &lock);
+        Ok(())
     }
 
     fn delete_object_lock(&mut self, object: &ObjectId) -> Result<(), StorageError> {
@@ -196,7 +200,7 @@ impl PartitionStore for Transaction<'_> {
         object: &ObjectId,
         seq: u64,
     ) -> Result<Option<InvocationId>, StorageError> {
-        self.get_json(Table::Inbox, inbox_key(object, seq))
+        self.get_value(Table::Inbox, inbox_key(object, seq))
     }
 
     fn put_inbox_entry(
@@ -205,7 +209,8 @@ impl PartitionStore for Transaction<'_> {
         seq: u64,
         id: InvocationId,
     ) -> Result<(), StorageError> {
-        self.put_json(Table::Inbox, inbox_key(object, seq), &id)
+        self.put_value(Table::Inbox, inbox_key(object, seq), &id);
+        Ok(())
     }
 
     fn delete_inbox_entry(&mut self, object: &ObjectId, seq: u64) -> Result<(), StorageError> {

@@ -1,0 +1,452 @@
+//! The stored forms of the partition's records and table rows: prost messages from
+//! `proto/partition.proto`, converted to and from the domain types here and nowhere else.
+//! Decoding checks everything it takes (ids, required fields), so a damaged row is a
+//! [`DecodeError`], never a panic; the caller names the table and key.
+
+use bytes::Bytes;
+use prost::Message;
+use reprise_raft_storage::{DecodeError, PayloadCodec};
+use reprise_types::{InvocationId, MillisSinceEpoch};
+
+use crate::raft::RecordBatch;
+use crate::record::{
+    EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
+    ResponseSink, ServiceInvocation, StoredFrame, TimerKey,
+};
+use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
+
+/// Generated from `proto/partition.proto`.
+#[allow(clippy::enum_variant_names)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/reprise.partition.v1.rs"));
+}
+
+/// A value kept in a table row (or a log entry) in its binary form.
+pub trait StoredValue: Sized {
+    fn encode_value(&self) -> Vec<u8>;
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+fn required<T>(value: Option<T>, what: &str) -> Result<T, DecodeError> {
+    value.ok_or_else(|| DecodeError::missing(what))
+}
+
+fn id_from(bytes: &[u8]) -> Result<InvocationId, DecodeError> {
+    InvocationId::from_bytes(bytes).map_err(|err| DecodeError(format!("invocation id: {err}")))
+}
+
+fn id_to(id: InvocationId) -> Bytes {
+    Bytes::copy_from_slice(&id.to_bytes())
+}
+
+fn target_to(target: &InvocationTarget) -> proto::InvocationTarget {
+    proto::InvocationTarget {
+        service: target.service.clone(),
+        handler: target.handler.clone(),
+        key: target.key.clone(),
+        handler_type: match target.handler_type {
+            HandlerType::Exclusive => proto::HandlerType::Exclusive,
+            HandlerType::Shared => proto::HandlerType::Shared,
+        } as i32,
+    }
+}
+
+fn target_from(target: Option<proto::InvocationTarget>) -> Result<InvocationTarget, DecodeError> {
+    let target = required(target, "an invocation target")?;
+    let handler_type = match proto::HandlerType::try_from(target.handler_type) {
+        Ok(proto::HandlerType::Exclusive) => HandlerType::Exclusive,
+        Ok(proto::HandlerType::Shared) => HandlerType::Shared,
+        Err(_) => {
+            return Err(DecodeError(format!(
+                "unknown handler type {}",
+                target.handler_type
+            )));
+        }
+    };
+    Ok(InvocationTarget {
+        service: target.service,
+        handler: target.handler,
+        key: target.key,
+        handler_type,
+    })
+}
+
+fn sink_to(sink: &ResponseSink) -> proto::ResponseSink {
+    let ResponseSink::Ingress { request_id } = sink;
+    proto::ResponseSink {
+        sink: Some(proto::response_sink::Sink::IngressRequestId(*request_id)),
+    }
+}
+
+fn sink_from(sink: proto::ResponseSink) -> Result<ResponseSink, DecodeError> {
+    match required(sink.sink, "a response sink")? {
+        proto::response_sink::Sink::IngressRequestId(request_id) => {
+            Ok(ResponseSink::Ingress { request_id })
+        }
+    }
+}
+
+fn frame_to(frame: &StoredFrame) -> proto::StoredFrame {
+    proto::StoredFrame {
+        ty: u32::from(frame.ty),
+        payload: frame.payload.clone(),
+    }
+}
+
+fn frame_from(frame: proto::StoredFrame) -> Result<StoredFrame, DecodeError> {
+    let ty = u16::try_from(frame.ty)
+        .map_err(|_| DecodeError(format!("message type {} is out of range", frame.ty)))?;
+    Ok(StoredFrame {
+        ty,
+        payload: frame.payload,
+    })
+}
+
+fn failure_to(code: u32, message: &str) -> proto::Failure {
+    proto::Failure {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn result_to(result: &InvocationResult) -> proto::InvocationResult {
+    let result = match result {
+        InvocationResult::Success(bytes) => {
+            proto::invocation_result::Result::Success(bytes.clone())
+        }
+        InvocationResult::Failure { code, message } => {
+            proto::invocation_result::Result::Failure(failure_to(*code, message))
+        }
+    };
+    proto::InvocationResult {
+        result: Some(result),
+    }
+}
+
+fn result_from(result: Option<proto::InvocationResult>) -> Result<InvocationResult, DecodeError> {
+    match required(required(result, "a result")?.result, "a result")? {
+        proto::invocation_result::Result::Success(bytes) => Ok(InvocationResult::Success(bytes)),
+        proto::invocation_result::Result::Failure(failure) => Ok(InvocationResult::Failure {
+            code: failure.code,
+            message: failure.message,
+        }),
+    }
+}
+
+fn deployment_to(deployment: &PinnedDeployment) -> proto::PinnedDeployment {
+    proto::PinnedDeployment {
+        deployment_id: deployment.deployment_id.clone(),
+        protocol_version: deployment.protocol_version,
+    }
+}
+
+fn deployment_from(deployment: proto::PinnedDeployment) -> PinnedDeployment {
+    PinnedDeployment {
+        deployment_id: deployment.deployment_id,
+        protocol_version: deployment.protocol_version,
+    }
+}
+
+fn timer_to(timer: &TimerKey) -> proto::TimerKey {
+    proto::TimerKey {
+        wake_at: timer.wake_at.as_u64(),
+        invocation_id: id_to(timer.invocation_id),
+        completion_id: timer.completion_id,
+    }
+}
+
+fn timer_from(timer: proto::TimerKey) -> Result<TimerKey, DecodeError> {
+    Ok(TimerKey {
+        wake_at: MillisSinceEpoch::new(timer.wake_at),
+        invocation_id: id_from(&timer.invocation_id)?,
+        completion_id: timer.completion_id,
+    })
+}
+
+fn invocation_to(invocation: &ServiceInvocation) -> proto::ServiceInvocation {
+    proto::ServiceInvocation {
+        invocation_id: id_to(invocation.invocation_id),
+        target: Some(target_to(&invocation.target)),
+        argument: invocation.argument.clone(),
+        headers: invocation
+            .headers
+            .iter()
+            .map(|(name, value)| proto::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        response_sink: invocation.response_sink.as_ref().map(sink_to),
+        created_at: invocation.created_at.as_u64(),
+    }
+}
+
+fn invocation_from(invocation: proto::ServiceInvocation) -> Result<ServiceInvocation, DecodeError> {
+    Ok(ServiceInvocation {
+        invocation_id: id_from(&invocation.invocation_id)?,
+        target: target_from(invocation.target)?,
+        argument: invocation.argument,
+        headers: invocation
+            .headers
+            .into_iter()
+            .map(|header| (header.name, header.value))
+            .collect(),
+        response_sink: invocation.response_sink.map(sink_from).transpose()?,
+        created_at: MillisSinceEpoch::new(invocation.created_at),
+    })
+}
+
+fn effect_to(effect: &InvokerEffect) -> proto::InvokerEffect {
+    use proto::invoker_effect::Kind;
+    let kind = match &effect.kind {
+        EffectKind::PinnedDeployment {
+            deployment_id,
+            protocol_version,
+        } => Kind::PinnedDeployment(proto::PinnedDeployment {
+            deployment_id: deployment_id.clone(),
+            protocol_version: *protocol_version,
+        }),
+        EffectKind::JournalEntry(frame) => Kind::JournalEntry(frame_to(frame)),
+        EffectKind::RunProposal {
+            completion_id,
+            result,
+        } => Kind::RunProposal(proto::RunProposal {
+            completion_id: *completion_id,
+            result: Some(result_to(result)),
+        }),
+        EffectKind::Suspended {
+            waiting_completions,
+            waiting_signals,
+            waiting_named_signals,
+        } => Kind::Suspended(proto::Suspended {
+            waiting_completions: waiting_completions.clone(),
+            waiting_signals: waiting_signals.clone(),
+            waiting_named_signals: waiting_named_signals.clone(),
+        }),
+        EffectKind::End => Kind::End(proto::End {}),
+        EffectKind::AttemptFailed { code, message } => {
+            Kind::AttemptFailed(failure_to(*code, message))
+        }
+        EffectKind::GaveUp { code, message } => Kind::GaveUp(failure_to(*code, message)),
+    };
+    proto::InvokerEffect {
+        invocation_id: id_to(effect.invocation_id),
+        kind: Some(kind),
+    }
+}
+
+fn effect_from(effect: proto::InvokerEffect) -> Result<InvokerEffect, DecodeError> {
+    use proto::invoker_effect::Kind;
+    let kind = match required(effect.kind, "an effect's kind")? {
+        Kind::PinnedDeployment(deployment) => EffectKind::PinnedDeployment {
+            deployment_id: deployment.deployment_id,
+            protocol_version: deployment.protocol_version,
+        },
+        Kind::JournalEntry(frame) => EffectKind::JournalEntry(frame_from(frame)?),
+        Kind::RunProposal(proposal) => EffectKind::RunProposal {
+            completion_id: proposal.completion_id,
+            result: result_from(proposal.result)?,
+        },
+        Kind::Suspended(suspended) => EffectKind::Suspended {
+            waiting_completions: suspended.waiting_completions,
+            waiting_signals: suspended.waiting_signals,
+            waiting_named_signals: suspended.waiting_named_signals,
+        },
+        Kind::End(_) => EffectKind::End,
+        Kind::AttemptFailed(failure) => EffectKind::AttemptFailed {
+            code: failure.code,
+            message: failure.message,
+        },
+        Kind::GaveUp(failure) => EffectKind::GaveUp {
+            code: failure.code,
+            message: failure.message,
+        },
+    };
+    Ok(InvokerEffect {
+        invocation_id: id_from(&effect.invocation_id)?,
+        kind,
+    })
+}
+
+fn record_to(record: &Record) -> proto::Record {
+    use proto::record::Record as Kind;
+    let record = match record {
+        Record::Invoke(invocation) => Kind::Invoke(invocation_to(invocation)),
+        Record::Effect(effect) => Kind::Effect(effect_to(effect)),
+        Record::TimerFired(timer) => Kind::TimerFired(timer_to(timer)),
+    };
+    proto::Record {
+        record: Some(record),
+    }
+}
+
+fn record_from(record: proto::Record) -> Result<Record, DecodeError> {
+    use proto::record::Record as Kind;
+    Ok(match required(record.record, "a record")? {
+        Kind::Invoke(invocation) => Record::Invoke(invocation_from(invocation)?),
+        Kind::Effect(effect) => Record::Effect(effect_from(effect)?),
+        Kind::TimerFired(timer) => Record::TimerFired(timer_from(timer)?),
+    })
+}
+
+fn in_flight_to(in_flight: &InFlight) -> proto::InFlight {
+    proto::InFlight {
+        target: Some(target_to(&in_flight.target)),
+        response_sinks: in_flight.response_sinks.iter().map(sink_to).collect(),
+        journal_length: in_flight.journal_length,
+        deployment: in_flight.deployment.as_ref().map(deployment_to),
+        output: in_flight.output.as_ref().map(result_to),
+        notified_completions: in_flight.notified_completions.clone(),
+        last_failure: in_flight.last_failure.clone(),
+        created_at: in_flight.created_at.as_u64(),
+    }
+}
+
+fn in_flight_from(in_flight: Option<proto::InFlight>) -> Result<InFlight, DecodeError> {
+    let in_flight = required(in_flight, "an invocation's progress")?;
+    Ok(InFlight {
+        target: target_from(in_flight.target)?,
+        response_sinks: in_flight
+            .response_sinks
+            .into_iter()
+            .map(sink_from)
+            .collect::<Result<_, _>>()?,
+        journal_length: in_flight.journal_length,
+        deployment: in_flight.deployment.map(deployment_from),
+        output: in_flight
+            .output
+            .map(|output| result_from(Some(output)))
+            .transpose()?,
+        notified_completions: in_flight.notified_completions,
+        last_failure: in_flight.last_failure,
+        created_at: MillisSinceEpoch::new(in_flight.created_at),
+    })
+}
+
+impl StoredValue for InvocationStatus {
+    fn encode_value(&self) -> Vec<u8> {
+        use proto::invocation_status::Status;
+        let status = match self {
+            InvocationStatus::Inboxed { in_flight, seq } => Status::Inboxed(proto::InboxedStatus {
+                in_flight: Some(in_flight_to(in_flight)),
+                seq: *seq,
+            }),
+            InvocationStatus::Invoked(in_flight) => Status::Invoked(in_flight_to(in_flight)),
+            InvocationStatus::Suspended { in_flight, waiting } => {
+                Status::Suspended(proto::SuspendedStatus {
+                    in_flight: Some(in_flight_to(in_flight)),
+                    waiting: Some(proto::Waiting {
+                        completions: waiting.completions.clone(),
+                        signals: waiting.signals.clone(),
+                        named_signals: waiting.named_signals.clone(),
+                    }),
+                })
+            }
+            InvocationStatus::Completed { target, result } => {
+                Status::Completed(proto::CompletedStatus {
+                    target: Some(target_to(target)),
+                    result: Some(result_to(result)),
+                })
+            }
+        };
+        proto::InvocationStatus {
+            status: Some(status),
+        }
+        .encode_to_vec()
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        use proto::invocation_status::Status;
+        let status = proto::InvocationStatus::decode(bytes)?;
+        Ok(match required(status.status, "a status")? {
+            Status::Inboxed(inboxed) => InvocationStatus::Inboxed {
+                in_flight: in_flight_from(inboxed.in_flight)?,
+                seq: inboxed.seq,
+            },
+            Status::Invoked(in_flight) => {
+                InvocationStatus::Invoked(in_flight_from(Some(in_flight))?)
+            }
+            Status::Suspended(suspended) => {
+                let waiting = suspended.waiting.unwrap_or_default();
+                InvocationStatus::Suspended {
+                    in_flight: in_flight_from(suspended.in_flight)?,
+                    waiting: Waiting {
+                        completions: waiting.completions,
+                        signals: waiting.signals,
+                        named_signals: waiting.named_signals,
+                    },
+                }
+            }
+            Status::Completed(completed) => InvocationStatus::Completed {
+                target: target_from(completed.target)?,
+                result: result_from(completed.result)?,
+            },
+        })
+    }
+}
+
+impl StoredValue for StoredFrame {
+    fn encode_value(&self) -> Vec<u8> {
+        frame_to(self).encode_to_vec()
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        frame_from(proto::StoredFrame::decode(bytes)?)
+    }
+}
+
+impl StoredValue for ObjectLock {
+    fn encode_value(&self) -> Vec<u8> {
+        proto::ObjectLock {
+            holder: id_to(self.holder),
+            inbox_head: self.inbox_head,
+            inbox_tail: self.inbox_tail,
+        }
+        .encode_to_vec()
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let lock = proto::ObjectLock::decode(bytes)?;
+        if lock.inbox_head > lock.inbox_tail {
+            return Err(DecodeError(format!(
+                "inbox head {} is past its tail {}",
+                lock.inbox_head, lock.inbox_tail
+            )));
+        }
+        Ok(ObjectLock {
+            holder: id_from(&lock.holder)?,
+            inbox_head: lock.inbox_head,
+            inbox_tail: lock.inbox_tail,
+        })
+    }
+}
+
+/// An inbox row holds the waiting invocation's id, raw.
+impl StoredValue for InvocationId {
+    fn encode_value(&self) -> Vec<u8> {
+        self.to_bytes().to_vec()
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        id_from(bytes)
+    }
+}
+
+impl PayloadCodec for RecordBatch {
+    fn encode_payload(&self) -> Vec<u8> {
+        proto::RecordBatch {
+            records: self.0.iter().map(record_to).collect(),
+        }
+        .encode_to_vec()
+    }
+
+    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let batch = proto::RecordBatch::decode(bytes)?;
+        batch
+            .records
+            .into_iter()
+            .map(record_from)
+            .collect::<Result<_, _>>()
+            .map(RecordBatch)
+    }
+}

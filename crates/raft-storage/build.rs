@@ -1,0 +1,9 @@
+//! Generates the stored forms of openraft's types from `proto/` with prost. Needs `protoc`:
+//! `cargo xtask` installs it when missing (Debian package `protobuf-compiler`), or set `PROTOC`.
+
+fn main() -> std::io::Result<()> {
+    println!("cargo:rerun-if-changed=proto");
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_protos(&["proto/raft.proto"], &["proto"])
+}

@@ -1,0 +1,244 @@
+//! How every RocksDB database of a node is opened: one set of tuned options, the column families
+//! the store declares, and the storage format version the store was written with. A store
+//! records its format version when it is created; opening a store written by a newer format, or
+//! by the unversioned development format that came before versioning, is refused with an error
+//! naming the directory and both versions, before anything is read or written. Also the one
+//! place that moves blocking RocksDB work off the async runtime's worker threads ([`blocking`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options};
+
+/// Where the format version lives: the default column family, under this key.
+const FORMAT_KEY: &[u8] = b"reprise-storage-format";
+
+/// What a store is and where, for [`open`].
+#[derive(Debug, Clone)]
+pub struct DbSpec<'a> {
+    /// What the store is, for messages ("partition store").
+    pub what: &'static str,
+    pub path: &'a Path,
+    /// The column families besides `default`.
+    pub column_families: &'a [&'a str],
+    /// The format this build writes and reads.
+    pub format_version: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the {what} at {}: {source}", path.display())]
+    Rocks {
+        what: &'static str,
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error(
+        "the {what} at {} was written in storage format {found}, but this build reads format \
+         {supported} and older: run a newer reprise-server on it",
+        path.display()
+    )]
+    NewerFormat {
+        what: &'static str,
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "the {what} at {} has no storage format version: it was written by a development build \
+         (format 0) that this build (format {supported}) cannot read; move the directory away \
+         to start afresh",
+        path.display()
+    )]
+    Unversioned {
+        what: &'static str,
+        path: PathBuf,
+        supported: u32,
+    },
+    #[error("the {what} at {} has a damaged format version record ({len} bytes)", path.display())]
+    DamagedFormat {
+        what: &'static str,
+        path: PathBuf,
+        len: usize,
+    },
+}
+
+/// Opens (creating when missing) the store `spec` describes, with the node's tuned options, and
+/// checks or records its format version.
+pub fn open(spec: &DbSpec<'_>) -> Result<Arc<DB>, OpenError> {
+    let rocks = |source| OpenError::Rocks {
+        what: spec.what,
+        path: spec.path.to_owned(),
+        source,
+    };
+    // A database exists once RocksDB wrote its CURRENT file; only then can it lack a version.
+    let existed = spec.path.join("CURRENT").exists();
+    let families = spec
+        .column_families
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, column_family_options()));
+    let db = DB::open_cf_descriptors(&db_options(), spec.path, families).map_err(rocks)?;
+    match db.get(FORMAT_KEY).map_err(rocks)? {
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| OpenError::DamagedFormat {
+                    what: spec.what,
+                    path: spec.path.to_owned(),
+                    len: bytes.len(),
+                })?;
+            if found > spec.format_version {
+                return Err(OpenError::NewerFormat {
+                    what: spec.what,
+                    path: spec.path.to_owned(),
+                    found,
+                    supported: spec.format_version,
+                });
+            }
+            // Older formats are read as they are until a format change needs a migration here.
+        }
+        None if existed && has_data(&db, spec.column_families) => {
+            return Err(OpenError::Unversioned {
+                what: spec.what,
+                path: spec.path.to_owned(),
+                supported: spec.format_version,
+            });
+        }
+        None => {
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(true);
+            db.put_opt(FORMAT_KEY, spec.format_version.to_be_bytes(), &options)
+                .map_err(rocks)?;
+        }
+    }
+    Ok(Arc::new(db))
+}
+
+/// Whether any column family holds a row: an existing store without a version record.
+fn has_data(db: &DB, families: &[&str]) -> bool {
+    let default_has_rows = db.iterator(rocksdb::IteratorMode::Start).next().is_some();
+    default_has_rows
+        || families.iter().any(|name| {
+            db.cf_handle(name).is_some_and(|cf| {
+                db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+                    .next()
+                    .is_some()
+            })
+        })
+}
+
+fn db_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_keep_log_file_num(2);
+    // Two cores: one flush and one compaction at a time.
+    options.set_max_background_jobs(2);
+    // Column families share the write-ahead log; a rarely written family would otherwise keep
+    // every log file alive. Past this size the oldest families are flushed so logs can go.
+    options.set_max_total_wal_size(64 << 20);
+    options.set_bytes_per_sync(1 << 20);
+    options
+}
+
+fn column_family_options() -> Options {
+    let mut options = Options::default();
+    options.set_level_compaction_dynamic_level_bytes(true);
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_bottommost_compression_type(DBCompressionType::Zstd);
+    let mut table = BlockBasedOptions::default();
+    // Most reads are point lookups (a status, a lock, a state entry): a bloom filter skips
+    // the files that cannot hold the key.
+    table.set_bloom_filter(10.0, false);
+    table.set_format_version(5);
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// Runs blocking RocksDB work on tokio's blocking pool, so it never stalls the async workers.
+/// A panic inside `work` is resumed in the caller, as if it had run in place.
+pub async fn blocking<T, F>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &Path, version: u32) -> DbSpec<'_> {
+        DbSpec {
+            what: "test store",
+            path,
+            column_families: &["rows"],
+            format_version: version,
+        }
+    }
+
+    #[test]
+    fn a_new_store_records_its_format_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(&spec(dir.path(), 3)).expect("create");
+        let cf = db.cf_handle("rows").expect("family");
+        db.put_cf(cf, b"k", b"v").expect("put");
+        drop(db);
+        let db = open(&spec(dir.path(), 3)).expect("reopen");
+        let cf = db.cf_handle("rows").expect("family");
+        assert_eq!(db.get_cf(cf, b"k").expect("get"), Some(b"v".to_vec()));
+        drop(db);
+        // An older build's store opens in a newer build.
+        open(&spec(dir.path(), 4)).expect("newer build");
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(&spec(dir.path(), 2)).expect("create"));
+        let err = open(&spec(dir.path(), 1)).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("format 2"), "{message}");
+        assert!(message.contains("format 1"), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unversioned_store_with_data_is_refused_and_an_empty_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, dir.path(), ["rows"]).expect("raw open");
+            let cf = db.cf_handle("rows").expect("family");
+            db.put_cf(cf, b"k", b"{\"json\":true}").expect("put");
+        }
+        let err = open(&spec(dir.path(), 1)).expect_err("refused");
+        assert!(matches!(err, OpenError::Unversioned { .. }), "{err}");
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        drop(DB::open_default(empty.path()).expect("raw open"));
+        open(&spec(empty.path(), 1)).expect("an empty store is simply versioned");
+    }
+
+    #[test]
+    fn a_damaged_version_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(&spec(dir.path(), 1)).expect("create");
+        db.put(FORMAT_KEY, b"xy").expect("damage");
+        drop(db);
+        let err = open(&spec(dir.path(), 1)).expect_err("refused");
+        assert!(
+            matches!(err, OpenError::DamagedFormat { len: 2, .. }),
+            "{err}"
+        );
+    }
+}
