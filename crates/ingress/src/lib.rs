@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use reprise_partition_processor::{
-    HandlerType, InvocationResult, InvocationTarget, ServiceInvocation,
+    HandlerType, InvocationResult, InvocationTarget, Retention, ServiceInvocation,
 };
 use reprise_schema::SchemaView;
 use reprise_service_protocol::discovery::{self, Handler};
@@ -46,6 +46,9 @@ pub struct IngressState {
     pub worker: WorkerHandle,
     pub schema: SchemaView,
     pub request_size_limit: u64,
+    /// What a completed invocation keeps when its manifest declares nothing
+    /// (`worker.completion-retention`, `worker.journal-retention`).
+    pub default_retention: Retention,
 }
 
 /// The ingress's view of the node: empty until the partitions can take invocations. Requests
@@ -102,6 +105,26 @@ async fn invoke(State(ingress): State<IngressHandle>, request: Request) -> Respo
     match handle(&state, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
+    }
+}
+
+/// What an invocation of a handler keeps once completed: the manifest's retention (the
+/// workflow completion retention for a workflow's `run`, the idempotency retention otherwise),
+/// else the node's defaults; the journal never outlives the status.
+fn retention(
+    ty: discovery::HandlerType,
+    declared: discovery::Retention,
+    defaults: Retention,
+) -> Retention {
+    let completion = match ty {
+        discovery::HandlerType::Workflow => declared.workflow_completion_ms,
+        _ => declared.idempotency_ms,
+    };
+    let completion_ms = completion.unwrap_or(defaults.completion_ms);
+    let journal_ms = declared.journal_ms.unwrap_or(defaults.journal_ms);
+    Retention {
+        completion_ms,
+        journal_ms: journal_ms.min(completion_ms),
     }
 }
 
@@ -176,6 +199,11 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
         headers,
         response_sink: None,
         created_at: MillisSinceEpoch::now(),
+        retention: retention(
+            handler.ty,
+            handler.retention.or(service.service.retention),
+            state.default_retention,
+        ),
     };
     let id_header = HeaderValue::try_from(invocation_id.to_string())
         .expect("an invocation id is alphanumeric ASCII");
@@ -285,5 +313,52 @@ fn content_type_matches(pattern: &str, sent: &str) -> bool {
         Some(("*", "*")) => true,
         Some((ty, "*")) => sent.split_once('/').is_some_and(|(t, _)| t == ty),
         _ => pattern == sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Retention = Retention {
+        completion_ms: 86_400_000,
+        journal_ms: 0,
+    };
+
+    #[test]
+    fn retention_comes_from_the_manifest_then_the_defaults() {
+        let none = discovery::Retention::default();
+        assert_eq!(
+            retention(discovery::HandlerType::Exclusive, none, DEFAULTS),
+            DEFAULTS
+        );
+        let declared = discovery::Retention {
+            journal_ms: Some(5_000),
+            idempotency_ms: Some(60_000),
+            workflow_completion_ms: Some(120_000),
+        };
+        assert_eq!(
+            retention(discovery::HandlerType::Shared, declared, DEFAULTS),
+            Retention {
+                completion_ms: 60_000,
+                journal_ms: 5_000
+            }
+        );
+        assert_eq!(
+            retention(discovery::HandlerType::Workflow, declared, DEFAULTS),
+            Retention {
+                completion_ms: 120_000,
+                journal_ms: 5_000
+            }
+        );
+        // The journal never outlives the status.
+        let long_journal = discovery::Retention {
+            journal_ms: Some(u64::MAX),
+            ..none
+        };
+        assert_eq!(
+            retention(discovery::HandlerType::Exclusive, long_journal, DEFAULTS).journal_ms,
+            DEFAULTS.completion_ms
+        );
     }
 }

@@ -157,6 +157,12 @@ pub struct WorkerOptions {
     /// Timers each partition leader keeps in memory; the rest wait in the timer table and are
     /// loaded as the earlier ones fire.
     pub num_timers_in_memory_limit: u32,
+    /// How long a completed invocation keeps its status and result, unless its service's
+    /// manifest says otherwise; `0s` removes them at completion.
+    pub completion_retention: FriendlyDuration,
+    /// How long a completed invocation keeps its journal (never longer than its status), unless
+    /// its service's manifest says otherwise.
+    pub journal_retention: FriendlyDuration,
     pub invoker: InvokerOptions,
 }
 
@@ -164,6 +170,8 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
             num_timers_in_memory_limit: 1024,
+            completion_retention: FriendlyDuration::from_secs(24 * 60 * 60),
+            journal_retention: FriendlyDuration::from_secs(0),
             invoker: InvokerOptions::default(),
         }
     }

@@ -20,6 +20,7 @@ use reprise_admin::{AdminHandle, AdminState};
 use reprise_ingress::{IngressHandle, IngressState};
 use reprise_metadata_server::{MetadataError, MetadataServer, MetadataServerOptions};
 use reprise_node_config::{Configuration, Role};
+use reprise_partition_processor::Retention;
 use reprise_schema::{SchemaStore, SchemaView};
 use reprise_service_client::{ServiceClient, ServiceClientOptions};
 use reprise_worker::{Worker, WorkerError, WorkerOptions};
@@ -331,6 +332,10 @@ async fn start_roles(
                     worker: handle,
                     schema: view.clone(),
                     request_size_limit: config.ingress.request_size_limit.as_u64(),
+                    default_retention: Retention {
+                        completion_ms: millis(config.worker.completion_retention),
+                        journal_ms: millis(config.worker.journal_retention),
+                    },
                 });
             }
         }
@@ -424,4 +429,8 @@ async fn drain(tasks: &mut JoinSet<(ListenerKind, std::io::Result<()>)>, deadlin
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+}
+
+fn millis(duration: reprise_node_config::FriendlyDuration) -> u64 {
+    u64::try_from(duration.as_duration().as_millis()).unwrap_or(u64::MAX)
 }

@@ -11,7 +11,7 @@ use reprise_types::{InvocationId, MillisSinceEpoch};
 use crate::raft::RecordBatch;
 use crate::record::{
     EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
-    ResponseSink, ServiceInvocation, StoredFrame, TimerKey,
+    ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 
@@ -148,19 +148,46 @@ fn deployment_from(deployment: proto::PinnedDeployment) -> PinnedDeployment {
 }
 
 fn timer_to(timer: &TimerKey) -> proto::TimerKey {
+    let (kind, completion_id) = match timer.kind {
+        TimerKind::Completion(id) => (proto::TimerKind::Completion, id),
+        TimerKind::PurgeJournal => (proto::TimerKind::PurgeJournal, 0),
+        TimerKind::PurgeInvocation => (proto::TimerKind::PurgeInvocation, 0),
+    };
     proto::TimerKey {
         wake_at: timer.wake_at.as_u64(),
         invocation_id: id_to(timer.invocation_id),
-        completion_id: timer.completion_id,
+        completion_id,
+        kind: kind as i32,
     }
 }
 
 fn timer_from(timer: proto::TimerKey) -> Result<TimerKey, DecodeError> {
+    let kind = match proto::TimerKind::try_from(timer.kind) {
+        Ok(proto::TimerKind::Completion) => TimerKind::Completion(timer.completion_id),
+        Ok(proto::TimerKind::PurgeJournal) => TimerKind::PurgeJournal,
+        Ok(proto::TimerKind::PurgeInvocation) => TimerKind::PurgeInvocation,
+        Err(_) => return Err(DecodeError(format!("unknown timer kind {}", timer.kind))),
+    };
     Ok(TimerKey {
         wake_at: MillisSinceEpoch::new(timer.wake_at),
         invocation_id: id_from(&timer.invocation_id)?,
-        completion_id: timer.completion_id,
+        kind,
     })
+}
+
+fn retention_to(retention: Retention) -> proto::Retention {
+    proto::Retention {
+        completion_ms: retention.completion_ms,
+        journal_ms: retention.journal_ms,
+    }
+}
+
+fn retention_from(retention: Option<proto::Retention>) -> Retention {
+    let retention = retention.unwrap_or_default();
+    Retention {
+        completion_ms: retention.completion_ms,
+        journal_ms: retention.journal_ms,
+    }
 }
 
 fn invocation_to(invocation: &ServiceInvocation) -> proto::ServiceInvocation {
@@ -178,6 +205,7 @@ fn invocation_to(invocation: &ServiceInvocation) -> proto::ServiceInvocation {
             .collect(),
         response_sink: invocation.response_sink.as_ref().map(sink_to),
         created_at: invocation.created_at.as_u64(),
+        retention: Some(retention_to(invocation.retention)),
     }
 }
 
@@ -193,6 +221,7 @@ fn invocation_from(invocation: proto::ServiceInvocation) -> Result<ServiceInvoca
             .collect(),
         response_sink: invocation.response_sink.map(sink_from).transpose()?,
         created_at: MillisSinceEpoch::new(invocation.created_at),
+        retention: retention_from(invocation.retention),
     })
 }
 
@@ -299,6 +328,7 @@ fn in_flight_to(in_flight: &InFlight) -> proto::InFlight {
         notified_completions: in_flight.notified_completions.clone(),
         last_failure: in_flight.last_failure.clone(),
         created_at: in_flight.created_at.as_u64(),
+        retention: Some(retention_to(in_flight.retention)),
     }
 }
 
@@ -320,6 +350,7 @@ fn in_flight_from(in_flight: Option<proto::InFlight>) -> Result<InFlight, Decode
         notified_completions: in_flight.notified_completions,
         last_failure: in_flight.last_failure,
         created_at: MillisSinceEpoch::new(in_flight.created_at),
+        retention: retention_from(in_flight.retention),
     })
 }
 
@@ -342,12 +373,15 @@ impl StoredValue for InvocationStatus {
                     }),
                 })
             }
-            InvocationStatus::Completed { target, result } => {
-                Status::Completed(proto::CompletedStatus {
-                    target: Some(target_to(target)),
-                    result: Some(result_to(result)),
-                })
-            }
+            InvocationStatus::Completed {
+                target,
+                result,
+                journal_length,
+            } => Status::Completed(proto::CompletedStatus {
+                target: Some(target_to(target)),
+                result: Some(result_to(result)),
+                journal_length: *journal_length,
+            }),
         };
         proto::InvocationStatus {
             status: Some(status),
@@ -380,6 +414,7 @@ impl StoredValue for InvocationStatus {
             Status::Completed(completed) => InvocationStatus::Completed {
                 target: target_from(completed.target)?,
                 result: result_from(completed.result)?,
+                journal_length: completed.journal_length,
             },
         })
     }
@@ -435,18 +470,21 @@ impl StoredValue for InvocationId {
 impl PayloadCodec for RecordBatch {
     fn encode_payload(&self) -> Vec<u8> {
         proto::RecordBatch {
-            records: self.0.iter().map(record_to).collect(),
+            records: self.records.iter().map(record_to).collect(),
+            proposed_at: self.proposed_at.as_u64(),
         }
         .encode_to_vec()
     }
 
     fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
         let batch = proto::RecordBatch::decode(bytes)?;
-        batch
-            .records
-            .into_iter()
-            .map(record_from)
-            .collect::<Result<_, _>>()
-            .map(RecordBatch)
+        Ok(RecordBatch {
+            records: batch
+                .records
+                .into_iter()
+                .map(record_from)
+                .collect::<Result<_, _>>()?,
+            proposed_at: MillisSinceEpoch::new(batch.proposed_at),
+        })
     }
 }

@@ -28,7 +28,7 @@ pub use partition::{
 pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
     EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
-    ResponseSink, ServiceInvocation, StoredFrame, TimerKey,
+    ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 pub use rocksdb_store::{FORMAT_VERSION, RocksDbStore, Table, Transaction};
 pub use state_machine::apply;

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork, SnapshotDir};
-use reprise_types::{PartitionId, PartitionKey};
+use reprise_types::{MillisSinceEpoch, PartitionId, PartitionKey};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -330,7 +330,11 @@ async fn run_proposer(
                     waiters.push(more.committed);
                 }
                 debug!(partition = %id, records = records.len(), "proposing");
-                match raft.client_write_ff(RecordBatch(records)).await {
+                let batch = RecordBatch {
+                    records,
+                    proposed_at: MillisSinceEpoch::now(),
+                };
+                match raft.client_write_ff(batch).await {
                     Ok(response) => in_flight.push(async move {
                         let result = match response.await {
                             Ok(Ok(_)) => Ok(()),

@@ -26,7 +26,7 @@ use reprise_raft_storage::{
     DecodeError, InstallPlan, PendingSnapshot, SnapshotBuilder, SnapshotDir, StorageResult,
     storage_io as io,
 };
-use reprise_types::{PartitionId, PartitionKey};
+use reprise_types::{MillisSinceEpoch, PartitionId, PartitionKey};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -36,13 +36,17 @@ use crate::record::Record;
 use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
 use crate::state_machine::apply;
 
-/// What one log entry of a partition carries: records proposed together, applied in order.
+/// What one log entry of a partition carries: records proposed together, applied in order,
+/// and the proposer's clock when it proposed them — the "now" every replica applies them at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordBatch(pub Vec<Record>);
+pub struct RecordBatch {
+    pub records: Vec<Record>,
+    pub proposed_at: MillisSinceEpoch,
+}
 
 impl std::fmt::Display for RecordBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} record(s)", self.0.len())
+        write!(f, "{} record(s)", self.records.len())
     }
 }
 
@@ -251,9 +255,12 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             self.applied = Some(entry.log_id);
             match &entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(RecordBatch(records)) => {
-                    for record in records {
-                        actions.extend(apply(&mut transaction, record).map_err(storage_failure)?);
+                EntryPayload::Normal(batch) => {
+                    for record in &batch.records {
+                        actions.extend(
+                            apply(&mut transaction, record, batch.proposed_at)
+                                .map_err(storage_failure)?,
+                        );
                     }
                 }
                 EntryPayload::Membership(membership) => {

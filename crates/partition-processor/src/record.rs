@@ -20,13 +20,33 @@ pub enum Record {
     TimerFired(TimerKey),
 }
 
-/// A durable timer: completes `completion_id` of the invocation at or after `wake_at`. Ordered
-/// by time first, which is the order timers fire in.
+/// A durable timer: at or after `wake_at`, does `kind` to the invocation. Ordered by time
+/// first, which is the order timers fire in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TimerKey {
     pub wake_at: MillisSinceEpoch,
     pub invocation_id: InvocationId,
-    pub completion_id: u32,
+    pub kind: TimerKind,
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// Completes this completion id: a sleep.
+    Completion(u32),
+    /// The journal of a completed invocation reached the end of its retention.
+    PurgeJournal,
+    /// A completed invocation reached the end of its retention: its status goes.
+    PurgeInvocation,
+}
+
+/// How long a completed invocation is kept, in milliseconds: its status and result for
+/// `completion_ms` (0: removed at completion), its journal for `journal_ms` (never longer than
+/// the status). Fixed when the invocation is created, from the manifest and the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub completion_ms: u64,
+    pub journal_ms: u64,
 }
 
 /// Which handler an invocation runs.
@@ -82,6 +102,7 @@ pub struct ServiceInvocation {
     pub headers: Vec<(String, String)>,
     pub response_sink: Option<ResponseSink>,
     pub created_at: MillisSinceEpoch,
+    pub retention: Retention,
 }
 
 /// A frame kept verbatim: journal entries are replayed to the deployment byte for byte.

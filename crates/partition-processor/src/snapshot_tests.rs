@@ -12,13 +12,14 @@ use tokio::io::AsyncWriteExt;
 use crate::apply;
 use crate::raft::{KEY_INSTALLING, PartitionStateMachine, PartitionTypes};
 use crate::record::{
-    EffectKind, HandlerType, InvocationTarget, InvokerEffect, Record, ServiceInvocation,
+    EffectKind, HandlerType, InvocationTarget, InvokerEffect, Record, Retention, ServiceInvocation,
     StoredFrame,
 };
 use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
 use crate::storage::{MemoryStore, ObjectId, PartitionStore};
 
 const PARTITION: PartitionId = PartitionId::new(2);
+const NOW: MillisSinceEpoch = MillisSinceEpoch::new(1);
 
 fn range() -> RangeInclusive<PartitionKey> {
     PartitionKey::new(1_000)..=PartitionKey::new(1_999)
@@ -51,8 +52,9 @@ fn fill(store: &RocksDbStore, keys: std::ops::Range<u64>, argument_size: usize) 
             headers: vec![],
             response_sink: None,
             created_at: MillisSinceEpoch::new(key),
+            retention: Retention::default(),
         });
-        apply(&mut tx, &invoke).expect("apply");
+        apply(&mut tx, &invoke, NOW).expect("apply");
         let entry = Record::Effect(InvokerEffect {
             invocation_id: id,
             kind: EffectKind::JournalEntry(StoredFrame {
@@ -60,7 +62,7 @@ fn fill(store: &RocksDbStore, keys: std::ops::Range<u64>, argument_size: usize) 
                 payload: Bytes::from(vec![7; 64]),
             }),
         });
-        apply(&mut tx, &entry).expect("apply");
+        apply(&mut tx, &entry, NOW).expect("apply");
         let object = ObjectId::new("Counter", format!("k{key}"));
         tx.put_state(
             &object,

@@ -3,7 +3,7 @@
 use reprise_types::{InvocationId, MillisSinceEpoch};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{InvocationResult, InvocationTarget, ResponseSink};
+use crate::record::{InvocationResult, InvocationTarget, ResponseSink, Retention};
 
 /// What every non-completed status knows about its invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,7 @@ pub struct InFlight {
     /// Why the last attempt failed, when it did.
     pub last_failure: Option<String>,
     pub created_at: MillisSinceEpoch,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,10 +66,13 @@ pub enum InvocationStatus {
         in_flight: InFlight,
         waiting: Waiting,
     },
-    /// Done. Kept so that a late duplicate of the invocation is recognised.
+    /// Done. Kept for its completion retention, so that a late duplicate of the invocation is
+    /// recognised and its result can be read; its journal's `journal_length` entries stay for
+    /// the journal retention (0 once they are gone).
     Completed {
         target: InvocationTarget,
         result: InvocationResult,
+        journal_length: u32,
     },
 }
 

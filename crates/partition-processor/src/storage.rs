@@ -21,6 +21,7 @@ pub trait PartitionStore {
         id: InvocationId,
         status: InvocationStatus,
     ) -> Result<(), StorageError>;
+    fn delete_status(&mut self, id: InvocationId) -> Result<(), StorageError>;
     fn journal_entry(
         &self,
         id: InvocationId,
@@ -116,6 +117,11 @@ impl PartitionStore for MemoryStore {
         status: InvocationStatus,
     ) -> Result<(), StorageError> {
         self.statuses.insert(id, status);
+        Ok(())
+    }
+
+    fn delete_status(&mut self, id: InvocationId) -> Result<(), StorageError> {
+        self.statuses.remove(&id);
         Ok(())
     }
 

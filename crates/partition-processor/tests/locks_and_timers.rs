@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
     Action, EffectKind, HandlerType, InvocationResult, InvocationStatus, MemoryStore, ObjectId,
-    PartitionStore, Record, ResponseSink, TimerKey, apply,
+    PartitionStore, Record, ResponseSink, TimerKey, TimerKind, apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template};
@@ -32,7 +32,7 @@ fn invoked(actions: &[Action]) -> Vec<u128> {
 fn apply_all(store: &mut MemoryStore, records: &[Record]) -> Vec<Action> {
     records
         .iter()
-        .flat_map(|record| apply(store, record).expect("memory store never fails"))
+        .flat_map(|record| apply(store, record, NOW).expect("memory store never fails"))
         .collect()
 }
 
@@ -56,7 +56,7 @@ fn exclusive_calls_on_one_key_run_one_at_a_time_in_arrival_order() {
     ];
     let started: Vec<Vec<u128>> = arrivals
         .iter()
-        .map(|record| invoked(&apply(&mut store, record).expect("apply")))
+        .map(|record| invoked(&apply(&mut store, record, NOW).expect("apply")))
         .collect();
     assert_eq!(started, vec![vec![1], vec![], vec![], vec![4]]);
     assert_eq!(kind(&store, 2), "inboxed");
@@ -150,7 +150,7 @@ fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {
     TimerKey {
         wake_at: MillisSinceEpoch::new(wake_at),
         invocation_id: id(n),
-        completion_id,
+        kind: TimerKind::Completion(completion_id),
     }
 }
 
@@ -229,10 +229,12 @@ fn a_timer_notifies_a_running_attempt_and_is_dropped_after_the_end() {
         status(&store, 1),
         InvocationStatus::Completed { .. }
     ));
-    // The other timer outlived its invocation: firing it only removes it.
+    // The other timer outlived its invocation: firing it only removes it. What remains is
+    // the timer that ends the completed invocation's retention.
     let actions = apply_all(&mut store, &[Record::TimerFired(timer(1, 2, 20))]);
     assert!(actions.is_empty());
-    assert!(store.timers.is_empty());
+    let remaining: Vec<TimerKind> = store.timers.iter().map(|t| t.kind).collect();
+    assert_eq!(remaining, vec![TimerKind::PurgeInvocation]);
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn invocation(id: InvocationId) -> Record {
         headers: vec![],
         response_sink: None,
         created_at: MillisSinceEpoch::new(1),
+        retention: Default::default(),
     })
 }
 

@@ -7,13 +7,13 @@ mod support;
 use bytes::Bytes;
 use reprise_partition_processor::{
     Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect,
-    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, RocksDbStore, ServiceInvocation,
-    TimerKey, apply,
+    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, Retention, RocksDbStore,
+    ServiceInvocation, TimerKey, TimerKind, apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
-use support::{command, set_state, sleep};
+use support::{DAY_MS, NOW, command, set_state, sleep};
 
 fn id(n: u128) -> InvocationId {
     InvocationId::new(PartitionKey::new(u64::MAX - 3), n)
@@ -38,6 +38,30 @@ fn invoke_on(n: u128, key: &str) -> Record {
             request_id: n as u64,
         }),
         created_at: MillisSinceEpoch::new(5),
+        retention: retention(n),
+    })
+}
+
+/// Retentions of every kind: 1 keeps its journal for a second, 3 keeps nothing, 6 keeps its
+/// journal as long as its status, the others keep their status only.
+fn retention(n: u128) -> Retention {
+    let (completion_ms, journal_ms) = match n {
+        1 => (DAY_MS, 1_000),
+        3 => (0, 0),
+        6 => (DAY_MS, DAY_MS),
+        _ => (DAY_MS, 0),
+    };
+    Retention {
+        completion_ms,
+        journal_ms,
+    }
+}
+
+fn purge(n: u128, kind: TimerKind, after_ms: u64) -> Record {
+    Record::TimerFired(TimerKey {
+        wake_at: MillisSinceEpoch::new(NOW.as_u64() + after_ms),
+        invocation_id: id(n),
+        kind,
     })
 }
 
@@ -163,6 +187,13 @@ fn scenario() -> Vec<Record> {
         effect(6, EffectKind::End),
         effect(7, sleep(1, 5_000)),
         effect(7, sleep(2, 2_000)),
+        // Retention ends: 1's journal goes (twice: the second is a no-op), then its status;
+        // 6 goes whole; a purge of a running invocation changes nothing.
+        purge(1, TimerKind::PurgeJournal, 1_000),
+        purge(1, TimerKind::PurgeJournal, 1_000),
+        purge(6, TimerKind::PurgeInvocation, DAY_MS),
+        purge(1, TimerKind::PurgeInvocation, DAY_MS),
+        purge(7, TimerKind::PurgeInvocation, DAY_MS),
     ]
 }
 
@@ -170,7 +201,7 @@ fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {
     TimerKey {
         wake_at: MillisSinceEpoch::new(wake_at),
         invocation_id: id(n),
-        completion_id,
+        kind: TimerKind::Completion(completion_id),
     }
 }
 
@@ -178,7 +209,7 @@ fn model(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
     let mut store = MemoryStore::default();
     let actions = records
         .iter()
-        .map(|r| apply(&mut store, r).expect("memory never fails"))
+        .map(|r| apply(&mut store, r, NOW).expect("memory never fails"))
         .collect();
     (store, actions)
 }
@@ -193,7 +224,7 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
         let mut actions = Vec::new();
         for record in &records {
             let mut txn = store.transaction(PartitionKey::MIN);
-            actions.push(apply(&mut txn, record).expect("apply"));
+            actions.push(apply(&mut txn, record, NOW).expect("apply"));
             txn.commit().expect("commit");
         }
         assert_eq!(actions, expected_actions);
@@ -251,7 +282,7 @@ fn matches_the_model_when_records_share_one_batch() {
     let mut txn = store.transaction(PartitionKey::MIN);
     let actions: Vec<Vec<Action>> = records
         .iter()
-        .map(|r| apply(&mut txn, r).expect("apply"))
+        .map(|r| apply(&mut txn, r, NOW).expect("apply"))
         .collect();
     assert_eq!(
         actions, expected_actions,
@@ -277,7 +308,7 @@ fn an_uncommitted_batch_leaves_nothing_behind() {
     {
         let store = RocksDbStore::open(tmp.path()).expect("open");
         let mut txn = store.transaction(PartitionKey::MIN);
-        apply(&mut txn, &invoke(1)).expect("apply");
+        apply(&mut txn, &invoke(1), NOW).expect("apply");
         // Dropped without commit, as when the node crashes mid-batch.
     }
     let store = RocksDbStore::open(tmp.path()).expect("reopen");

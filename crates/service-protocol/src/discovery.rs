@@ -135,8 +135,31 @@ pub struct Handler {
     /// Per-handler overrides from manifest v3, in milliseconds.
     pub inactivity_timeout_ms: Option<u64>,
     pub abort_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retention: Retention,
     pub documentation: Option<String>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// How long a completed invocation is kept (manifest v3), in milliseconds; `None` leaves it to
+/// the enclosing service, then to the node's configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub journal_ms: Option<u64>,
+    pub idempotency_ms: Option<u64>,
+    /// A workflow's `run` handler only.
+    pub workflow_completion_ms: Option<u64>,
+}
+
+impl Retention {
+    /// This one's values, the `outer` one's where this one has none.
+    pub fn or(self, outer: Retention) -> Retention {
+        Retention {
+            journal_ms: self.journal_ms.or(outer.journal_ms),
+            idempotency_ms: self.idempotency_ms.or(outer.idempotency_ms),
+            workflow_completion_ms: self.workflow_completion_ms.or(outer.workflow_completion_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +169,8 @@ pub struct Service {
     pub handlers: Vec<Handler>,
     pub inactivity_timeout_ms: Option<u64>,
     pub abort_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retention: Retention,
     pub documentation: Option<String>,
     pub metadata: BTreeMap<String, String>,
 }
@@ -189,6 +214,8 @@ struct RawService {
     metadata: BTreeMap<String, String>,
     inactivity_timeout: Option<u64>,
     abort_timeout: Option<u64>,
+    journal_retention: Option<u64>,
+    idempotency_retention: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +230,9 @@ struct RawHandler {
     metadata: BTreeMap<String, String>,
     inactivity_timeout: Option<u64>,
     abort_timeout: Option<u64>,
+    journal_retention: Option<u64>,
+    idempotency_retention: Option<u64>,
+    workflow_completion_retention: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -300,6 +330,11 @@ fn check_service(raw: RawService) -> Result<Service, ManifestError> {
                 .unwrap_or_default(),
             inactivity_timeout_ms: handler.inactivity_timeout,
             abort_timeout_ms: handler.abort_timeout,
+            retention: Retention {
+                journal_ms: handler.journal_retention,
+                idempotency_ms: handler.idempotency_retention,
+                workflow_completion_ms: handler.workflow_completion_retention,
+            },
             documentation: handler.documentation,
             metadata: handler.metadata,
         });
@@ -310,6 +345,11 @@ fn check_service(raw: RawService) -> Result<Service, ManifestError> {
         handlers,
         inactivity_timeout_ms: raw.inactivity_timeout,
         abort_timeout_ms: raw.abort_timeout,
+        retention: Retention {
+            journal_ms: raw.journal_retention,
+            idempotency_ms: raw.idempotency_retention,
+            workflow_completion_ms: None,
+        },
         documentation: raw.documentation,
         metadata: raw.metadata,
     })

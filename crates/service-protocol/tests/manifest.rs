@@ -12,7 +12,7 @@ const EXAMPLE: &str = r#"{"protocolMode":"BIDI_STREAM","minProtocolVersion":5,"m
  "services":[
   {"name":"Greeter","ty":"SERVICE","handlers":[{"name":"greet","input":{"required":false,"contentType":"application/json","jsonSchema":{"type":"string"}},"output":{"contentType":"application/json","setContentTypeIfEmpty":false}}]},
   {"name":"Counter","ty":"VIRTUAL_OBJECT","handlers":[{"name":"add","ty":"EXCLUSIVE"},{"name":"get","ty":"SHARED","input":{}},{"name":"reset"}]},
-  {"name":"Signup","ty":"WORKFLOW","inactivityTimeout":5000,"handlers":[{"name":"run","ty":"WORKFLOW"},{"name":"click","output":{"setContentTypeIfEmpty":false}}],"someFutureField":true}
+  {"name":"Signup","ty":"WORKFLOW","inactivityTimeout":5000,"journalRetention":60000,"handlers":[{"name":"run","ty":"WORKFLOW","workflowCompletionRetention":7200000,"journalRetention":1000},{"name":"click","output":{"setContentTypeIfEmpty":false}}],"someFutureField":true}
  ]}"#;
 
 #[test]
@@ -58,6 +58,17 @@ fn parses_a_real_manifest_and_resolves_defaults() {
 
     let signup = &endpoint.services[2];
     assert_eq!(signup.inactivity_timeout_ms, Some(5000));
+    assert_eq!(signup.retention.journal_ms, Some(60_000));
+    let run = signup.handler("run").expect("listed");
+    assert_eq!(run.retention.workflow_completion_ms, Some(7_200_000));
+    assert_eq!(run.retention.journal_ms, Some(1_000));
+    // The handler's own values first, then the service's.
+    let click = signup.handler("click").expect("listed");
+    assert_eq!(
+        click.retention.or(signup.retention).journal_ms,
+        Some(60_000)
+    );
+    assert_eq!(run.retention.or(signup.retention).journal_ms, Some(1_000));
     assert_eq!(
         signup.handler("run").map(|h| h.ty),
         Some(HandlerType::Workflow)

@@ -116,7 +116,9 @@ impl TimerWindow {
 
 #[cfg(test)]
 mod tests {
+    const NOW: MillisSinceEpoch = MillisSinceEpoch::new(1);
     use super::*;
+    use reprise_partition_processor::TimerKind;
     use reprise_partition_processor::{
         EffectKind, HandlerType, InvocationTarget, InvokerEffect, Record, ServiceInvocation,
         StoredFrame, apply,
@@ -147,6 +149,7 @@ mod tests {
                 argument: Default::default(),
                 headers: vec![],
                 response_sink: None,
+                retention: Default::default(),
                 created_at: MillisSinceEpoch::new(0),
             });
             let sleep = reprise_service_protocol::proto::SleepCommandMessage {
@@ -161,12 +164,12 @@ mod tests {
                     payload: sleep.encode_to_vec().into(),
                 }),
             });
-            apply(&mut txn, &invoke).expect("apply");
-            apply(&mut txn, &sleep).expect("apply");
+            apply(&mut txn, &invoke, NOW).expect("apply");
+            apply(&mut txn, &sleep, NOW).expect("apply");
             timers.push(TimerKey {
                 wake_at: MillisSinceEpoch::new(*wake),
                 invocation_id: id(n),
-                completion_id: 1,
+                kind: TimerKind::Completion(1),
             });
         }
         txn.commit().expect("commit");
@@ -214,7 +217,7 @@ mod tests {
         let early = TimerKey {
             wake_at: MillisSinceEpoch::new(50),
             invocation_id: id(99),
-            completion_id: 1,
+            kind: TimerKind::Completion(1),
         };
         window.add(early);
         assert_eq!(window.len(), 2);
@@ -222,7 +225,7 @@ mod tests {
         let late = TimerKey {
             wake_at: MillisSinceEpoch::new(1_000),
             invocation_id: id(98),
-            completion_id: 1,
+            kind: TimerKind::Completion(1),
         };
         window.add(late);
         assert_eq!(window.len(), 2);

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
 
-use crate::record::TimerKey;
+use crate::record::{TimerKey, TimerKind};
 use crate::storage::ObjectId;
 
 /// The partition tables, one column family each.
@@ -22,8 +22,8 @@ pub enum Table {
     Lock,
     /// object ‖ sequence number (BE u64) → the waiting invocation's raw id (24 bytes).
     Inbox,
-    /// partition scope ‖ wake time (BE u64) ‖ invocation id ‖ completion id (BE u32) → empty:
-    /// the partition's timers in the order they fire.
+    /// partition scope ‖ wake time (BE u64) ‖ invocation id ‖ kind (u8) ‖ completion id (BE
+    /// u32, 0 for purges) → empty: the partition's timers in the order they fire.
     Timer,
     /// invocation id → empty, exactly while its status is `Invoked`: what a new leader resumes,
     /// found without reading any other status. Written with the status, in the same batch.
@@ -140,22 +140,36 @@ pub fn decode_inbox_key(full: &[u8]) -> Option<(ObjectId, u64)> {
 /// Timers are scoped by their partition (its first key), not by their invocation's key, so
 /// that one partition's timers are ordered by time.
 pub fn timer_key(scope: PartitionKey, timer: &TimerKey) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + 8 + InvocationId::RAW_LEN + 4);
+    let (tag, completion) = match timer.kind {
+        TimerKind::Completion(id) => (0u8, id),
+        TimerKind::PurgeJournal => (1, 0),
+        TimerKind::PurgeInvocation => (2, 0),
+    };
+    let mut key = Vec::with_capacity(8 + 8 + InvocationId::RAW_LEN + 1 + 4);
     key.extend_from_slice(&scope.as_u64().to_be_bytes());
     key.extend_from_slice(&timer.wake_at.as_u64().to_be_bytes());
     key.extend_from_slice(&timer.invocation_id.to_bytes());
-    key.extend_from_slice(&timer.completion_id.to_be_bytes());
+    key.push(tag);
+    key.extend_from_slice(&completion.to_be_bytes());
     key
 }
 
 pub fn decode_timer_key(full: &[u8]) -> Option<TimerKey> {
     let rest = full.get(8..)?;
     let (wake_at, rest) = rest.split_at_checked(8)?;
-    let (id, completion) = rest.split_at_checked(InvocationId::RAW_LEN)?;
+    let (id, rest) = rest.split_at_checked(InvocationId::RAW_LEN)?;
+    let (&tag, completion) = rest.split_first()?;
+    let completion = u32::from_be_bytes(completion.try_into().ok()?);
+    let kind = match (tag, completion) {
+        (0, id) => TimerKind::Completion(id),
+        (1, 0) => TimerKind::PurgeJournal,
+        (2, 0) => TimerKind::PurgeInvocation,
+        _ => return None,
+    };
     Some(TimerKey {
         wake_at: MillisSinceEpoch::new(u64::from_be_bytes(wake_at.try_into().ok()?)),
         invocation_id: InvocationId::from_bytes(id).ok()?,
-        completion_id: u32::from_be_bytes(completion.try_into().ok()?),
+        kind,
     })
 }
 
@@ -179,11 +193,29 @@ mod tests {
         let timer = TimerKey {
             wake_at: MillisSinceEpoch::new(1_000),
             invocation_id: id,
-            completion_id: 2,
+            kind: TimerKind::Completion(2),
         };
         let key = timer_key(PartitionKey::new(40), &timer);
         assert_eq!(row_partition_key(&key), Some(40));
         assert_eq!(decode_timer_key(&key), Some(timer));
+        for kind in [TimerKind::PurgeJournal, TimerKind::PurgeInvocation] {
+            let purge = TimerKey { kind, ..timer };
+            assert_eq!(
+                decode_timer_key(&timer_key(PartitionKey::new(40), &purge)),
+                Some(purge)
+            );
+        }
+        // A purge timer with a completion id is damage, not a timer.
+        let mut damaged = timer_key(
+            PartitionKey::new(40),
+            &TimerKey {
+                kind: TimerKind::PurgeJournal,
+                ..timer
+            },
+        );
+        let last = damaged.len() - 1;
+        damaged[last] = 1;
+        assert_eq!(decode_timer_key(&damaged), None);
     }
 
     #[test]
@@ -203,12 +235,12 @@ mod tests {
         let early = TimerKey {
             wake_at: MillisSinceEpoch::new(10),
             invocation_id: InvocationId::new(PartitionKey::new(u64::MAX), 1),
-            completion_id: 9,
+            kind: TimerKind::PurgeInvocation,
         };
         let late = TimerKey {
             wake_at: MillisSinceEpoch::new(11),
             invocation_id: InvocationId::new(PartitionKey::new(0), 0),
-            completion_id: 0,
+            kind: TimerKind::Completion(0),
         };
         assert!(timer_key(scope, &early) < timer_key(scope, &late));
     }

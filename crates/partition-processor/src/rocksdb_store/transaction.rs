@@ -107,6 +107,12 @@ impl PartitionStore for Transaction<'_> {
         Ok(())
     }
 
+    fn delete_status(&mut self, id: InvocationId) -> Result<(), StorageError> {
+        self.delete(Table::Invoked, status_key(id));
+        self.delete(Table::Status, status_key(id));
+        Ok(())
+    }
+
     fn journal_entry(
         &self,
         id: InvocationId,

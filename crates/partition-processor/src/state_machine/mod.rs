@@ -18,20 +18,23 @@ use tracing::{debug, warn};
 
 use crate::action::Action;
 use crate::record::{
-    EffectKind, InvocationResult, InvokerEffect, Record, ResponseSink, ServiceInvocation,
-    StoredFrame, TimerKey,
+    EffectKind, InvocationResult, InvokerEffect, Record, ResponseSink, Retention,
+    ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
 use crate::storage::{PartitionStore, StorageError};
 
-/// Applies one record. On error nothing may be committed: the caller discards the batch.
+/// Applies one record. `now` is the time its log entry carries (the proposer's clock, the same
+/// on every replica): what retention counts from. On error nothing may be committed: the
+/// caller discards the batch.
 pub fn apply<S: PartitionStore>(
     store: &mut S,
     record: &Record,
+    now: MillisSinceEpoch,
 ) -> Result<Vec<Action>, StorageError> {
     match record {
         Record::Invoke(invocation) => invoke(store, invocation),
-        Record::Effect(effect) => apply_effect(store, effect),
+        Record::Effect(effect) => apply_effect(store, effect, now),
         Record::TimerFired(timer) => timer_fired(store, timer),
     }
 }
@@ -89,6 +92,7 @@ fn invoke<S: PartitionStore>(
         notified_completions: Vec::new(),
         last_failure: None,
         created_at: invocation.created_at,
+        retention: invocation.retention,
     };
     // An exclusive handler runs only while it holds its object; else it waits its turn.
     if let Some(object) = invocation.target.locked_object()
@@ -116,6 +120,7 @@ fn add_sink(status: &mut InvocationStatus, sink: ResponseSink) {
 fn apply_effect<S: PartitionStore>(
     store: &mut S,
     effect: &InvokerEffect,
+    now: MillisSinceEpoch,
 ) -> Result<Vec<Action>, StorageError> {
     let id = effect.invocation_id;
     let Some(status) = store.status(id)? else {
@@ -131,7 +136,7 @@ fn apply_effect<S: PartitionStore>(
             code: *code,
             message: message.clone(),
         };
-        return complete(store, id, in_flight, result);
+        return complete(store, id, in_flight, result, now);
     }
     if let EffectKind::RunProposal {
         completion_id,
@@ -176,7 +181,7 @@ fn apply_effect<S: PartitionStore>(
                         code: 500,
                         message: "the handler ended without producing an output".to_owned(),
                     });
-                complete(store, id, in_flight, result)
+                complete(store, id, in_flight, result, now)
             }
             EffectKind::AttemptFailed { code, message } => {
                 in_flight.last_failure = Some(format!("[{code}] {message}"));
@@ -308,29 +313,59 @@ fn register_timer<S: PartitionStore>(
     let timer = TimerKey {
         wake_at: MillisSinceEpoch::new(sleep.wake_up_time),
         invocation_id: id,
-        completion_id: sleep.result_completion_id,
+        kind: TimerKind::Completion(sleep.result_completion_id),
     };
     store.put_timer(timer)?;
     Ok(vec![Action::RegisterTimer(timer)])
 }
 
-/// A timer's time has come: completes the sleep, once, whatever happened to the invocation
-/// meanwhile.
+/// A timer's time has come: completes the sleep, or purges what outlived its retention; once,
+/// whatever happened to the invocation meanwhile.
 fn timer_fired<S: PartitionStore>(
     store: &mut S,
     timer: &TimerKey,
 ) -> Result<Vec<Action>, StorageError> {
+    let id = timer.invocation_id;
     if !store.has_timer(timer)? {
-        debug!(invocation = %timer.invocation_id, completion = timer.completion_id, "timer already fired; ignored");
+        debug!(invocation = %id, kind = ?timer.kind, "timer already fired; ignored");
         return Ok(Vec::new());
     }
     store.delete_timer(timer)?;
-    let notification = proto::NotificationTemplate {
-        id: Some(notification_template::Id::CompletionId(timer.completion_id)),
-        result: Some(notification_template::Result::Void(proto::Void {})),
-    };
-    let entry = frame(MessageType::SleepCompletionNotification, &notification);
-    notify_completion(store, timer.invocation_id, timer.completion_id, entry)
+    match timer.kind {
+        TimerKind::Completion(completion_id) => {
+            let notification = proto::NotificationTemplate {
+                id: Some(notification_template::Id::CompletionId(completion_id)),
+                result: Some(notification_template::Result::Void(proto::Void {})),
+            };
+            let entry = frame(MessageType::SleepCompletionNotification, &notification);
+            notify_completion(store, id, completion_id, entry)
+        }
+        TimerKind::PurgeJournal | TimerKind::PurgeInvocation => {
+            let Some(InvocationStatus::Completed {
+                target,
+                result,
+                journal_length,
+            }) = store.status(id)?
+            else {
+                debug!(invocation = %id, "purge of an invocation that is not completed; ignored");
+                return Ok(Vec::new());
+            };
+            store.delete_journal(id, journal_length)?;
+            if timer.kind == TimerKind::PurgeInvocation {
+                store.delete_status(id)?;
+            } else {
+                store.put_status(
+                    id,
+                    InvocationStatus::Completed {
+                        target,
+                        result,
+                        journal_length: 0,
+                    },
+                )?;
+            }
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Journals the notification that completes `completion_id`, once. A running attempt receives
@@ -406,25 +441,61 @@ fn suspend<S: PartitionStore>(
     Ok(Vec::new())
 }
 
+/// Ends an invocation at `now`: its callers get the result, its object's lock passes on, and
+/// what its retention keeps is kept, with timers that purge it when the retention ends.
 fn complete<S: PartitionStore>(
     store: &mut S,
     id: InvocationId,
     in_flight: InFlight,
     result: InvocationResult,
+    now: MillisSinceEpoch,
 ) -> Result<Vec<Action>, StorageError> {
-    store.delete_journal(id, in_flight.journal_length)?;
+    let Retention {
+        completion_ms,
+        journal_ms,
+    } = in_flight.retention;
+    let journal_ms = journal_ms.min(completion_ms);
+    let mut actions = vec![Action::AbortAttempt { invocation_id: id }];
+    let mut purge_at = |kind, after_ms: u64| -> Result<(), StorageError> {
+        let timer = TimerKey {
+            wake_at: MillisSinceEpoch::new(now.as_u64().saturating_add(after_ms)),
+            invocation_id: id,
+            kind,
+        };
+        store.put_timer(timer)?;
+        actions.push(Action::RegisterTimer(timer));
+        Ok(())
+    };
+    let journal_length = if journal_ms > 0 {
+        if journal_ms < completion_ms {
+            purge_at(TimerKind::PurgeJournal, journal_ms)?;
+        }
+        in_flight.journal_length
+    } else {
+        0
+    };
+    if completion_ms > 0 {
+        purge_at(TimerKind::PurgeInvocation, completion_ms)?;
+    }
+    if journal_length == 0 {
+        store.delete_journal(id, in_flight.journal_length)?;
+    }
     let released = match in_flight.target.locked_object() {
         Some(object) => object::release(store, &object, id)?,
         None => Vec::new(),
     };
-    store.put_status(
-        id,
-        InvocationStatus::Completed {
-            target: in_flight.target,
-            result: result.clone(),
-        },
-    )?;
-    let mut actions = vec![Action::AbortAttempt { invocation_id: id }];
+    if completion_ms > 0 {
+        store.put_status(
+            id,
+            InvocationStatus::Completed {
+                target: in_flight.target,
+                result: result.clone(),
+                journal_length,
+            },
+        )?;
+    } else {
+        store.delete_status(id)?;
+    }
     actions.extend(
         in_flight
             .response_sinks

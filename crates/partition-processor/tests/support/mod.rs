@@ -5,11 +5,18 @@ use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
     Action, EffectKind, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect,
-    MemoryStore, PartitionStore, Record, ResponseSink, ServiceInvocation, StoredFrame, apply,
+    MemoryStore, PartitionStore, Record, ResponseSink, Retention, ServiceInvocation, StoredFrame,
+    apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, output_command_message};
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+
+/// The time test records are applied at.
+pub const NOW: MillisSinceEpoch = MillisSinceEpoch::new(10_000);
+
+/// A day, in milliseconds: the completion retention of test invocations.
+pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 pub fn id(n: u128) -> InvocationId {
     InvocationId::new(PartitionKey::new(7), n)
@@ -28,6 +35,10 @@ pub fn invoke(n: u128, request_id: u64) -> Record {
         headers: vec![("x-test".into(), "1".into())],
         response_sink: Some(ResponseSink::Ingress { request_id }),
         created_at: MillisSinceEpoch::new(1000),
+        retention: Retention {
+            completion_ms: DAY_MS,
+            journal_ms: 0,
+        },
     })
 }
 
@@ -73,7 +84,7 @@ pub fn replay(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
         let mut store = MemoryStore::default();
         let actions: Vec<Vec<Action>> = records
             .iter()
-            .map(|record| apply(&mut store, record).expect("memory store never fails"))
+            .map(|record| apply(&mut store, record, NOW).expect("memory store never fails"))
             .collect();
         (store, actions)
     };
@@ -116,6 +127,10 @@ pub fn invoke_handler(
         headers: Vec::new(),
         response_sink: request_id.map(|request_id| ResponseSink::Ingress { request_id }),
         created_at: MillisSinceEpoch::new(1000),
+        retention: Retention {
+            completion_ms: DAY_MS,
+            journal_ms: 0,
+        },
     })
 }
 
