@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use reprise_partition_processor::{
-    Committed, EffectKind, InvocationResult, InvocationTarget, InvokerEffect, PartitionHandle,
-    Record, StoredFrame,
+    Committed, EffectKind, Fence, InvocationResult, InvocationTarget, InvokerEffect,
+    PartitionHandle, Record, StoredFrame,
 };
 use reprise_schema::Deployment;
 use reprise_service_client::{RequestBody, SendError, ServiceClient, endpoint_path};
@@ -75,6 +75,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) client: &'a ServiceClient,
     pub(crate) partition: &'a PartitionHandle,
     pub(crate) invocation_id: InvocationId,
+    /// Stamped on every effect; `fence.command_index` counts the commands as they are sent.
+    pub(crate) fence: Fence,
     pub(crate) target: &'a InvocationTarget,
     pub(crate) deployment: &'a Deployment,
     pub(crate) version: ServiceProtocolVersion,
@@ -96,6 +98,7 @@ impl Attempt<'_> {
         let mut run = Running {
             partition: self.partition,
             invocation_id: self.invocation_id,
+            fence: self.fence,
             last_proposal: None,
             made_progress: false,
         };
@@ -364,19 +367,25 @@ impl Attempt<'_> {
 struct Running<'a> {
     partition: &'a PartitionHandle,
     invocation_id: InvocationId,
+    fence: Fence,
     last_proposal: Option<Committed>,
     made_progress: bool,
 }
 
 impl Running<'_> {
     async fn propose(&mut self, kind: EffectKind) -> Result<(), ()> {
+        let is_command = matches!(kind, EffectKind::JournalEntry(_));
         let record = Record::Effect(InvokerEffect {
             invocation_id: self.invocation_id,
             kind,
+            fence: self.fence,
         });
         match self.partition.enqueue(record).await {
             Ok(committed) => {
                 self.last_proposal = Some(committed);
+                if is_command {
+                    self.fence.command_index = self.fence.command_index.saturating_add(1);
+                }
                 Ok(())
             }
             Err(err) => {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_partition_processor::{
-    EffectKind, InFlight, InvocationStatus, InvocationTarget, InvokerEffect, PartitionHandle,
-    Record, StorageError,
+    EffectKind, Fence, InFlight, InvocationStatus, InvocationTarget, InvokerEffect,
+    PartitionHandle, Record, StorageError,
 };
 use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::ServiceClient;
@@ -28,10 +28,16 @@ pub(crate) struct Invocation {
     pub(crate) schema: SchemaView,
     pub(crate) concurrency: Arc<Semaphore>,
     pub(crate) partition: PartitionHandle,
+    /// The leadership this task works for; it stops when the partition has another.
+    pub(crate) epoch: u64,
     pub(crate) invocation_id: InvocationId,
     pub(crate) notifications: mpsc::UnboundedReceiver<Notification>,
     pub(crate) cancel: CancellationToken,
 }
+
+/// Waits between retries of a proposal that failed while this node still leads.
+const PROPOSAL_RETRY: Duration = Duration::from_millis(50);
+const PROPOSAL_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl Invocation {
     pub(crate) async fn run(mut self) {
@@ -39,12 +45,20 @@ impl Invocation {
         let mut failures: u32 = 0;
         let mut retries_since_progress: u32 = 0;
         let mut last_progress = Instant::now();
+        let mut interrupted: u32 = 0;
         loop {
             // The slot comes first: an invocation waiting for one holds no status, journal or
             // state in memory, so many waiting invocations cost little.
-            let Ok(permit) = self.concurrency.clone().acquire_owned().await else {
+            let permit = tokio::select! {
+                permit = self.concurrency.clone().acquire_owned() => permit,
+                _ = self.cancel.cancelled() => return,
+            };
+            let Ok(permit) = permit else {
                 return; // the semaphore is closed: the invoker is stopping
             };
+            if !self.leads() {
+                return; // another leadership resumes it
+            }
             let in_flight = match self.partition.store().read_status(id) {
                 Ok(Some(InvocationStatus::Invoked(in_flight))) => in_flight,
                 Ok(_) => return, // suspended or completed meanwhile: nothing to run
@@ -53,14 +67,22 @@ impl Invocation {
                     return;
                 }
             };
+            let fence = Fence {
+                leader_epoch: self.epoch,
+                attempt: in_flight.attempt,
+                command_index: in_flight.commands,
+            };
             let report = match self.prepare(&in_flight).await {
                 Ok((deployment, version, pin)) => {
                     if pin
                         && self
-                            .propose(EffectKind::PinnedDeployment {
-                                deployment_id: deployment.id.to_string(),
-                                protocol_version: version.as_u32(),
-                            })
+                            .propose(
+                                fence,
+                                EffectKind::PinnedDeployment {
+                                    deployment_id: deployment.id.to_string(),
+                                    protocol_version: version.as_u32(),
+                                },
+                            )
                             .await
                             .is_err()
                     {
@@ -91,6 +113,7 @@ impl Invocation {
                         client: &self.client,
                         partition: &self.partition,
                         invocation_id: id,
+                        fence,
                         target: &in_flight.target,
                         deployment: &deployment,
                         version,
@@ -111,20 +134,33 @@ impl Invocation {
                 },
             };
             drop(permit);
-            // Everything the attempt proposed is committed before anything else happens.
-            if let Some(last) = report.last_proposal
-                && last.wait().await.is_err()
-            {
-                return;
-            }
+            // Everything the attempt proposed is committed before anything else happens. A
+            // proposal that did not commit, while this node still leads, is no failure of the
+            // deployment: the attempt runs again (its committed effects are in the journal,
+            // and the fence drops a command that is there twice).
+            let committed = match report.last_proposal {
+                Some(last) => last.wait().await.is_ok(),
+                None => true,
+            };
             if report.made_progress {
                 retries_since_progress = 0;
                 last_progress = Instant::now();
             }
             let failure = match report.outcome {
-                Outcome::Ended | Outcome::Suspended | Outcome::Stopped => return,
-                Outcome::Failed(failure) => failure,
+                Outcome::Ended | Outcome::Suspended if committed => return,
+                Outcome::Failed(failure) if committed => failure,
+                _ if self.cancel.is_cancelled() || !self.leads() => return,
+                _ => {
+                    interrupted = interrupted.saturating_add(1);
+                    let delay = proposal_backoff(interrupted);
+                    warn!(invocation = %id, retry_in = ?delay, "a proposal of the attempt did not commit; running it again");
+                    if !self.pause(delay).await {
+                        return;
+                    }
+                    continue;
+                }
             };
+            interrupted = 0;
             failures = failures.saturating_add(1);
             retries_since_progress = retries_since_progress.saturating_add(1);
             let policy = &self.config.retry_policy;
@@ -132,10 +168,13 @@ impl Invocation {
                 warn!(invocation = %id, attempts = failures, code = failure.code, message = %failure.message,
                     "attempt failed; retries exhausted, the invocation fails");
                 let _ = self
-                    .propose(EffectKind::GaveUp {
-                        code: failure.code,
-                        message: failure.message,
-                    })
+                    .propose(
+                        fence,
+                        EffectKind::GaveUp {
+                            code: failure.code,
+                            message: failure.message,
+                        },
+                    )
                     .await;
                 return;
             }
@@ -145,32 +184,66 @@ impl Invocation {
             info!(invocation = %id, attempt = failures, code = failure.code, message = %failure.message,
                 retry_in = ?delay, "attempt failed");
             if self
-                .propose(EffectKind::AttemptFailed {
-                    code: failure.code,
-                    message: failure.message,
-                })
+                .propose(
+                    fence,
+                    EffectKind::AttemptFailed {
+                        code: failure.code,
+                        message: failure.message,
+                    },
+                )
                 .await
                 .is_err()
             {
                 return;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.cancel.cancelled() => return,
+            if !self.pause(delay).await {
+                return;
             }
             // Notifications that arrived while no attempt ran are in the journal now.
             while self.notifications.try_recv().is_ok() {}
         }
     }
 
-    /// Proposes one effect and waits for it to commit.
-    async fn propose(&self, kind: EffectKind) -> Result<(), ()> {
-        let record = Record::Effect(InvokerEffect {
-            invocation_id: self.invocation_id,
-            kind,
-        });
-        let committed = self.partition.enqueue(record).await.map_err(|_| ())?;
-        committed.wait().await.map_err(|_| ())
+    /// Whether this node still leads the partition in the epoch this task works for.
+    fn leads(&self) -> bool {
+        self.partition.epoch() == Some(self.epoch)
+    }
+
+    /// Sleeps for `delay` unless the task is cancelled; `false` when it was.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// Proposes one effect and waits for it to commit, retrying with backoff while this node
+    /// leads in the task's epoch (a retry of an effect that did commit is dropped by its
+    /// fence). `Err` once it no longer leads or the task is cancelled: the next leader resumes
+    /// the invocation from what is committed.
+    async fn propose(&self, fence: Fence, kind: EffectKind) -> Result<(), ()> {
+        let mut failures = 0u32;
+        loop {
+            let record = Record::Effect(InvokerEffect {
+                invocation_id: self.invocation_id,
+                kind: kind.clone(),
+                fence,
+            });
+            let result = match self.partition.enqueue(record).await {
+                Ok(committed) => committed.wait().await,
+                Err(err) => Err(err),
+            };
+            let Err(err) = result else { return Ok(()) };
+            if self.cancel.is_cancelled() || !self.leads() {
+                return Err(());
+            }
+            failures = failures.saturating_add(1);
+            let delay = proposal_backoff(failures);
+            warn!(invocation = %self.invocation_id, %err, retry_in = ?delay, "cannot propose {}; retrying", kind.name());
+            if !self.pause(delay).await {
+                return Err(());
+            }
+        }
     }
 
     /// The deployment and protocol version of the next attempt, and whether they still need
@@ -266,4 +339,10 @@ impl Invocation {
             .unwrap_or(self.config.abort_timeout);
         (inactivity, abort)
     }
+}
+
+/// The wait before the `n`-th retry of a proposal: doubling from 50 ms, at most 2 s.
+fn proposal_backoff(n: u32) -> Duration {
+    let doublings = n.saturating_sub(1).min(6);
+    (PROPOSAL_RETRY * 2u32.pow(doublings)).min(PROPOSAL_RETRY_MAX)
 }

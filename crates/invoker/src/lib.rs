@@ -20,7 +20,7 @@ use std::time::Duration;
 use reprise_partition_processor::{PartitionHandle, StoredFrame};
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
-use reprise_types::InvocationId;
+use reprise_types::{InvocationId, PartitionId};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,9 +30,11 @@ use invocation::Invocation;
 
 /// What a partition leader asks of the invoker.
 pub enum InvokerCommand {
-    /// Start (or resume) the invocation, unless an attempt for it already runs.
+    /// Start (or resume) the invocation, unless an attempt for it already runs, for the
+    /// partition's leadership `epoch`.
     Invoke {
         partition: PartitionHandle,
+        epoch: u64,
         invocation_id: InvocationId,
     },
     /// A notification was committed to the invocation's journal at `entry_index`.
@@ -42,6 +44,10 @@ pub enum InvokerCommand {
     },
     /// The invocation is over: stop its attempt.
     Abort { invocation_id: InvocationId },
+    /// This node no longer leads the partition in `epoch` (or any earlier one): stop every
+    /// attempt of it and drop what waits for a slot. All of it is durable; the next leader
+    /// resumes it.
+    StepDown { partition: PartitionId, epoch: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -130,10 +136,12 @@ pub struct Invoker {
 }
 
 struct Running {
+    partition: PartitionId,
+    epoch: u64,
     notifications: mpsc::UnboundedSender<Notification>,
     cancel: CancellationToken,
     /// An `Invoke` arrived while this task was finishing: start again when it ends.
-    again: Option<PartitionHandle>,
+    again: Option<(PartitionHandle, u64)>,
 }
 
 impl Invoker {
@@ -167,12 +175,16 @@ impl Invoker {
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
                     match command {
-                        InvokerCommand::Invoke { partition, invocation_id } => {
+                        InvokerCommand::Invoke { partition, epoch, invocation_id } => {
                             if let Some(entry) = running.get_mut(&invocation_id) {
-                                entry.again = Some(partition);
+                                if entry.epoch != epoch {
+                                    // A task of an older leadership: it stops, this one runs.
+                                    entry.cancel.cancel();
+                                }
+                                entry.again = Some((partition, epoch));
                                 continue;
                             }
-                            let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, invocation_id);
+                            let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, epoch, invocation_id);
                             let abort = tasks.spawn(task);
                             task_ids.insert(abort.id(), invocation_id);
                             running.insert(invocation_id, entry);
@@ -188,6 +200,19 @@ impl Invoker {
                                 entry.cancel.cancel();
                             }
                         }
+                        InvokerCommand::StepDown { partition, epoch } => {
+                            let mut stopped = 0usize;
+                            for entry in running.values_mut() {
+                                if entry.partition == partition && entry.epoch <= epoch {
+                                    entry.cancel.cancel();
+                                    stopped += 1;
+                                }
+                                if entry.again.as_ref().is_some_and(|(p, e)| p.id() == partition && *e <= epoch) {
+                                    entry.again = None;
+                                }
+                            }
+                            debug!(%partition, epoch, stopped, "stepped down: attempts stopped");
+                        }
                     }
                 }
                 Some(ended) = tasks.join_next_with_id() => {
@@ -198,9 +223,9 @@ impl Invoker {
                             match task_ids.remove(&err.id()) { Some(id) => id, None => continue }
                         }
                     };
-                    if let Some(Running { again: Some(partition), .. }) = running.remove(&invocation_id) {
+                    if let Some(Running { again: Some((partition, epoch)), .. }) = running.remove(&invocation_id) {
                         debug!(invocation = %invocation_id, "invoked again while finishing; restarting");
-                        let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, invocation_id);
+                        let (entry, task) = self.spawn_task(&concurrency, &shutdown, partition, epoch, invocation_id);
                         let abort = tasks.spawn(task);
                         task_ids.insert(abort.id(), invocation_id);
                         running.insert(invocation_id, entry);
@@ -220,21 +245,26 @@ impl Invoker {
         concurrency: &Arc<Semaphore>,
         shutdown: &CancellationToken,
         partition: PartitionHandle,
+        epoch: u64,
         invocation_id: InvocationId,
     ) -> (Running, impl Future<Output = InvocationId> + Send + 'static) {
         let (notifications_tx, notifications) = mpsc::unbounded_channel();
         let cancel = shutdown.child_token();
+        let partition_id = partition.id();
         let invocation = Invocation {
             config: self.config.clone(),
             client: self.client.clone(),
             schema: self.schema.clone(),
             concurrency: concurrency.clone(),
             partition,
+            epoch,
             invocation_id,
             notifications,
             cancel: cancel.clone(),
         };
         let entry = Running {
+            partition: partition_id,
+            epoch,
             notifications: notifications_tx,
             cancel,
             again: None,

@@ -10,7 +10,7 @@ use reprise_types::{InvocationId, MillisSinceEpoch};
 
 use crate::raft::RecordBatch;
 use crate::record::{
-    EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
+    EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
     ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
@@ -261,6 +261,11 @@ fn effect_to(effect: &InvokerEffect) -> proto::InvokerEffect {
     proto::InvokerEffect {
         invocation_id: id_to(effect.invocation_id),
         kind: Some(kind),
+        fence: Some(proto::Fence {
+            leader_epoch: effect.fence.leader_epoch,
+            attempt: effect.fence.attempt,
+            command_index: effect.fence.command_index,
+        }),
     }
 }
 
@@ -291,9 +296,15 @@ fn effect_from(effect: proto::InvokerEffect) -> Result<InvokerEffect, DecodeErro
             message: failure.message,
         },
     };
+    let fence = required(effect.fence, "an effect's fence")?;
     Ok(InvokerEffect {
         invocation_id: id_from(&effect.invocation_id)?,
         kind,
+        fence: Fence {
+            leader_epoch: fence.leader_epoch,
+            attempt: fence.attempt,
+            command_index: fence.command_index,
+        },
     })
 }
 
@@ -323,6 +334,8 @@ fn in_flight_to(in_flight: &InFlight) -> proto::InFlight {
         target: Some(target_to(&in_flight.target)),
         response_sinks: in_flight.response_sinks.iter().map(sink_to).collect(),
         journal_length: in_flight.journal_length,
+        commands: in_flight.commands,
+        attempt: in_flight.attempt,
         deployment: in_flight.deployment.as_ref().map(deployment_to),
         output: in_flight.output.as_ref().map(result_to),
         notified_completions: in_flight.notified_completions.clone(),
@@ -342,6 +355,8 @@ fn in_flight_from(in_flight: Option<proto::InFlight>) -> Result<InFlight, Decode
             .map(sink_from)
             .collect::<Result<_, _>>()?,
         journal_length: in_flight.journal_length,
+        commands: in_flight.commands,
+        attempt: in_flight.attempt,
         deployment: in_flight.deployment.map(deployment_from),
         output: in_flight
             .output

@@ -27,10 +27,10 @@ pub use partition::{
 };
 pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
-    EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
+    EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
     ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 pub use rocksdb_store::{FORMAT_VERSION, RocksDbStore, Table, Transaction};
-pub use state_machine::apply;
+pub use state_machine::{ApplyContext, apply};
 pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

@@ -105,7 +105,8 @@ pub struct PartitionHandle {
     range: RangeInclusive<PartitionKey>,
     store: RocksDbStore,
     proposals: mpsc::Sender<Proposal>,
-    leader: watch::Receiver<bool>,
+    leader: watch::Receiver<Option<u64>>,
+    raft: Raft<PartitionTypes>,
 }
 
 impl PartitionHandle {
@@ -122,9 +123,29 @@ impl PartitionHandle {
         &self.store
     }
 
-    /// Follows whether this node leads the partition.
-    pub fn leadership(&self) -> watch::Receiver<bool> {
+    /// Follows whether this node leads the partition: `Some(epoch)` while it does, the epoch
+    /// being the raft term of the leadership. It turns `Some` only once an entry of the term
+    /// has been applied, so everything the previous leader committed is in the tables.
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
         self.leader.clone()
+    }
+
+    /// The epoch of this node's current leadership, if it leads.
+    pub fn epoch(&self) -> Option<u64> {
+        *self.leader.borrow()
+    }
+
+    /// Gives up the leadership: the group elects again (with one member, this node again, in
+    /// a new term). Whatever ran under the old term is fenced from then on.
+    pub async fn step_down(&self) -> Result<(), ProposeError> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|err| ProposeError::Unavailable {
+                partition: self.id,
+                reason: err.to_string(),
+            })
     }
 
     /// Queues `record`; records queued one after another are applied in that order.
@@ -148,7 +169,7 @@ impl PartitionHandle {
     /// Waits (up to `timeout`) until this node leads the partition.
     pub async fn wait_for_leadership(&self, timeout: Duration) -> Result<(), ProposeError> {
         let mut leader = self.leader.clone();
-        match tokio::time::timeout(timeout, leader.wait_for(|leads| *leads)).await {
+        match tokio::time::timeout(timeout, leader.wait_for(Option::is_some)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(stopped(self.id)),
             Err(_) => Err(ProposeError::NotLeader(self.id)),
@@ -234,7 +255,7 @@ impl Partition {
             info!(partition = %id, "partition group created");
         }
 
-        let (leader_tx, leader) = watch::channel(false);
+        let (leader_tx, leader) = watch::channel(None);
         let leadership = tokio::spawn(follow_leadership(
             raft.clone(),
             id,
@@ -244,13 +265,14 @@ impl Partition {
         let (proposals, queue) = mpsc::channel(QUEUE);
         let proposer = tokio::spawn(run_proposer(raft.clone(), id, queue));
         Ok(Self {
-            raft,
+            raft: raft.clone(),
             handle: PartitionHandle {
                 id,
                 range: options.range,
                 store: options.store,
                 proposals,
                 leader,
+                raft,
             },
             actions: Some(actions),
             proposer,
@@ -294,19 +316,25 @@ async fn follow_leadership(
     raft: Raft<PartitionTypes>,
     id: PartitionId,
     member_id: u64,
-    leader: watch::Sender<bool>,
+    leader: watch::Sender<Option<u64>>,
 ) {
     let mut metrics = raft.metrics();
     loop {
-        let leads = {
+        let epoch = {
             let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && m.current_leader == Some(member_id)
+            let leads = m.state == ServerState::Leader && m.current_leader == Some(member_id);
+            // The leader's first entry of a term is its blank entry: once an entry of the term
+            // is applied, so is everything before it.
+            let caught_up = m
+                .last_applied
+                .is_some_and(|applied| applied.leader_id.term == m.current_term);
+            (leads && caught_up).then_some(m.current_term)
         };
-        if leader.send_replace(leads) != leads {
-            info!(partition = %id, leads, "partition leadership changed");
+        if leader.send_replace(epoch) != epoch {
+            info!(partition = %id, epoch, "partition leadership changed");
         }
         if metrics.changed().await.is_err() {
-            leader.send_replace(false);
+            leader.send_replace(None);
             return;
         }
     }

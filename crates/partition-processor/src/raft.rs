@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::action::Action;
 use crate::record::Record;
 use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
-use crate::state_machine::apply;
+use crate::state_machine::{ApplyContext, apply};
 
 /// What one log entry of a partition carries: records proposed together, applied in order,
 /// and the proposer's clock when it proposed them — the "now" every replica applies them at.
@@ -256,11 +256,13 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(batch) => {
+                    let ctx = ApplyContext {
+                        now: batch.proposed_at,
+                        term: entry.log_id.leader_id.term,
+                    };
                     for record in &batch.records {
-                        actions.extend(
-                            apply(&mut transaction, record, batch.proposed_at)
-                                .map_err(storage_failure)?,
-                        );
+                        actions
+                            .extend(apply(&mut transaction, record, ctx).map_err(storage_failure)?);
                     }
                 }
                 EntryPayload::Membership(membership) => {

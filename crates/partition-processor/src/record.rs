@@ -142,6 +142,22 @@ pub enum InvocationResult {
 pub struct InvokerEffect {
     pub invocation_id: InvocationId,
     pub kind: EffectKind,
+    pub fence: Fence,
+}
+
+/// Which attempt an effect comes from, so that `apply` takes effects of the current attempt
+/// only: one of another leadership, another attempt, or a command the journal already has (a
+/// proposal retried after it had committed) is ignored, the same way on every replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The raft term of the leadership whose invoker ran the attempt; it must be the term of
+    /// the log entry that carries the effect.
+    pub leader_epoch: u64,
+    /// The attempt, as the invocation's status numbers them.
+    pub attempt: u32,
+    /// How many commands the journal held, as the attempt saw it, when it sent this effect: a
+    /// command is journaled only at that position.
+    pub command_index: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,4 +186,19 @@ pub enum EffectKind {
     AttemptFailed { code: u32, message: String },
     /// Retries are exhausted: the invocation completes with this failure.
     GaveUp { code: u32, message: String },
+}
+
+impl EffectKind {
+    /// For logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EffectKind::PinnedDeployment { .. } => "pinned deployment",
+            EffectKind::JournalEntry(_) => "journal entry",
+            EffectKind::RunProposal { .. } => "run proposal",
+            EffectKind::Suspended { .. } => "suspension",
+            EffectKind::End => "end",
+            EffectKind::AttemptFailed { .. } => "attempt failure",
+            EffectKind::GaveUp { .. } => "giving up",
+        }
+    }
 }

@@ -9,7 +9,6 @@ use reprise_raft_storage::SnapshotDir;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 use tokio::io::AsyncWriteExt;
 
-use crate::apply;
 use crate::raft::{KEY_INSTALLING, PartitionStateMachine, PartitionTypes};
 use crate::record::{
     EffectKind, HandlerType, InvocationTarget, InvokerEffect, Record, Retention, ServiceInvocation,
@@ -17,9 +16,13 @@ use crate::record::{
 };
 use crate::rocksdb_store::{CF_RAFT, RocksDbStore};
 use crate::storage::{MemoryStore, ObjectId, PartitionStore};
+use crate::{ApplyContext, Fence, apply};
 
 const PARTITION: PartitionId = PartitionId::new(2);
-const NOW: MillisSinceEpoch = MillisSinceEpoch::new(1);
+const CTX: ApplyContext = ApplyContext {
+    now: MillisSinceEpoch::new(1),
+    term: 1,
+};
 
 fn range() -> RangeInclusive<PartitionKey> {
     PartitionKey::new(1_000)..=PartitionKey::new(1_999)
@@ -54,15 +57,20 @@ fn fill(store: &RocksDbStore, keys: std::ops::Range<u64>, argument_size: usize) 
             created_at: MillisSinceEpoch::new(key),
             retention: Retention::default(),
         });
-        apply(&mut tx, &invoke, NOW).expect("apply");
+        apply(&mut tx, &invoke, CTX).expect("apply");
         let entry = Record::Effect(InvokerEffect {
             invocation_id: id,
             kind: EffectKind::JournalEntry(StoredFrame {
                 ty: 0x0400,
                 payload: Bytes::from(vec![7; 64]),
             }),
+            fence: Fence {
+                leader_epoch: CTX.term,
+                attempt: 0,
+                command_index: 1,
+            },
         });
-        apply(&mut tx, &entry, NOW).expect("apply");
+        apply(&mut tx, &entry, CTX).expect("apply");
         let object = ObjectId::new("Counter", format!("k{key}"));
         tx.put_state(
             &object,

@@ -12,6 +12,10 @@ pub struct InFlight {
     pub response_sinks: Vec<ResponseSink>,
     /// Commands and notifications in the journal; entry 0 is the input.
     pub journal_length: u32,
+    /// Commands in the journal (the input is the first): where the next command goes.
+    pub commands: u32,
+    /// The current attempt: a new number each time an attempt fails or the invocation resumes.
+    pub attempt: u32,
     /// Set by the first attempt: later attempts go to the same deployment.
     pub deployment: Option<PinnedDeployment>,
     /// The output command's result, once the deployment sent it; final at `End`.

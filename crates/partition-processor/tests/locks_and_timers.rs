@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
     Action, EffectKind, HandlerType, InvocationResult, InvocationStatus, MemoryStore, ObjectId,
-    PartitionStore, Record, ResponseSink, TimerKey, TimerKind, apply,
+    PartitionStore, Record, ResponseSink, TimerKey, TimerKind,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template};
@@ -32,7 +32,7 @@ fn invoked(actions: &[Action]) -> Vec<u128> {
 fn apply_all(store: &mut MemoryStore, records: &[Record]) -> Vec<Action> {
     records
         .iter()
-        .flat_map(|record| apply(store, record, NOW).expect("memory store never fails"))
+        .flat_map(|record| apply_fenced(store, record))
         .collect()
 }
 
@@ -56,7 +56,7 @@ fn exclusive_calls_on_one_key_run_one_at_a_time_in_arrival_order() {
     ];
     let started: Vec<Vec<u128>> = arrivals
         .iter()
-        .map(|record| invoked(&apply(&mut store, record, NOW).expect("apply")))
+        .map(|record| invoked(&apply_fenced(&mut store, record)))
         .collect();
     assert_eq!(started, vec![vec![1], vec![], vec![], vec![4]]);
     assert_eq!(kind(&store, 2), "inboxed");
@@ -151,14 +151,6 @@ fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {
         wake_at: MillisSinceEpoch::new(wake_at),
         invocation_id: id(n),
         kind: TimerKind::Completion(completion_id),
-    }
-}
-
-fn suspended_on(completions: &[u32]) -> EffectKind {
-    EffectKind::Suspended {
-        waiting_completions: completions.to_vec(),
-        waiting_signals: vec![],
-        waiting_named_signals: vec![],
     }
 }
 

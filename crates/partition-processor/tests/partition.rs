@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reprise_partition_processor::{
-    Action, EffectKind, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect, Partition,
-    PartitionOptions, Record, RocksDbStore, ServiceInvocation,
+    Action, EffectKind, Fence, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect,
+    Partition, PartitionOptions, Record, RocksDbStore, ServiceInvocation,
 };
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 
@@ -84,6 +84,11 @@ async fn applied_records_become_actions_and_survive_a_restart() {
             kind: EffectKind::AttemptFailed {
                 code: 500,
                 message: "boom".into(),
+            },
+            fence: Fence {
+                leader_epoch: handle.epoch().expect("leads"),
+                attempt: 0,
+                command_index: 1,
             },
         }))
         .await

@@ -5,7 +5,7 @@ mod support;
 
 use reprise_partition_processor::{
     Action, InvocationStatus, MemoryStore, Record, Retention, ServiceInvocation, TimerKey,
-    TimerKind, apply,
+    TimerKind,
 };
 use reprise_types::MillisSinceEpoch;
 use support::*;
@@ -26,7 +26,7 @@ fn invoke_keeping(n: u128, completion_ms: u64, journal_ms: u64) -> Record {
 fn run(store: &mut MemoryStore, records: &[Record]) -> Vec<Action> {
     records
         .iter()
-        .flat_map(|record| apply(store, record, NOW).expect("memory store never fails"))
+        .flat_map(|record| apply_fenced(store, record))
         .collect()
 }
 

@@ -6,14 +6,14 @@ mod support;
 
 use bytes::Bytes;
 use reprise_partition_processor::{
-    Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, InvokerEffect,
-    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, Retention, RocksDbStore,
-    ServiceInvocation, TimerKey, TimerKind, apply,
+    Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, MemoryStore, ObjectId,
+    PartitionStore, Record, ResponseSink, Retention, RocksDbStore, ServiceInvocation, TimerKey,
+    TimerKind,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
-use support::{DAY_MS, NOW, command, set_state, sleep};
+use support::{DAY_MS, NOW, apply_fenced, command, set_state, sleep};
 
 fn id(n: u128) -> InvocationId {
     InvocationId::new(PartitionKey::new(u64::MAX - 3), n)
@@ -66,10 +66,7 @@ fn purge(n: u128, kind: TimerKind, after_ms: u64) -> Record {
 }
 
 fn effect(n: u128, kind: EffectKind) -> Record {
-    Record::Effect(InvokerEffect {
-        invocation_id: id(n),
-        kind,
-    })
+    support::current_attempt(id(n), kind)
 }
 
 /// A mix of everything the state machine does, interleaved across invocations.
@@ -209,7 +206,7 @@ fn model(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
     let mut store = MemoryStore::default();
     let actions = records
         .iter()
-        .map(|r| apply(&mut store, r, NOW).expect("memory never fails"))
+        .map(|r| apply_fenced(&mut store, r))
         .collect();
     (store, actions)
 }
@@ -224,7 +221,7 @@ fn matches_the_model_one_commit_per_record_and_after_reopening() {
         let mut actions = Vec::new();
         for record in &records {
             let mut txn = store.transaction(PartitionKey::MIN);
-            actions.push(apply(&mut txn, record, NOW).expect("apply"));
+            actions.push(apply_fenced(&mut txn, record));
             txn.commit().expect("commit");
         }
         assert_eq!(actions, expected_actions);
@@ -280,10 +277,7 @@ fn matches_the_model_when_records_share_one_batch() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let store = RocksDbStore::open(tmp.path()).expect("open");
     let mut txn = store.transaction(PartitionKey::MIN);
-    let actions: Vec<Vec<Action>> = records
-        .iter()
-        .map(|r| apply(&mut txn, r, NOW).expect("apply"))
-        .collect();
+    let actions: Vec<Vec<Action>> = records.iter().map(|r| apply_fenced(&mut txn, r)).collect();
     assert_eq!(
         actions, expected_actions,
         "reads see the batch's own writes"
@@ -308,7 +302,7 @@ fn an_uncommitted_batch_leaves_nothing_behind() {
     {
         let store = RocksDbStore::open(tmp.path()).expect("open");
         let mut txn = store.transaction(PartitionKey::MIN);
-        apply(&mut txn, &invoke(1), NOW).expect("apply");
+        apply_fenced(&mut txn, &invoke(1));
         // Dropped without commit, as when the node crashes mid-batch.
     }
     let store = RocksDbStore::open(tmp.path()).expect("reopen");

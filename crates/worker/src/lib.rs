@@ -219,18 +219,26 @@ async fn actuate(
     );
     let mut leadership = partition.leadership();
     // Leadership may have been won before this task subscribed: act on the current value too.
-    let mut leads = false;
+    let mut leads: Option<u64> = None;
     let mut changed = true;
     loop {
         if changed {
             let now = *leadership.borrow_and_update();
-            if now && !leads {
-                resume_all(&partition, &invoker);
-                if let Err(err) = timers.load() {
-                    error!(partition = %partition.id(), %err, "cannot load the partition's timers");
+            if now != leads {
+                // Whatever ran for the leadership that ended stops; a new one resumes it all.
+                if let Some(old) = leads {
+                    invoker.send(InvokerCommand::StepDown {
+                        partition: partition.id(),
+                        epoch: old,
+                    });
+                    timers.clear();
                 }
-            } else if !now {
-                timers.clear();
+                if let Some(epoch) = now {
+                    resume_all(&partition, epoch, &invoker);
+                    if let Err(err) = timers.load() {
+                        error!(partition = %partition.id(), %err, "cannot load the partition's timers");
+                    }
+                }
             }
             leads = now;
             changed = false;
@@ -284,7 +292,7 @@ const RESUME_PAGE: usize = 256;
 /// On becoming leader: every invocation that was running runs again. The ids come from the
 /// partition's index of invoked invocations, a page at a time, so completed and suspended
 /// invocations are never read; the invoker reads each one's journal only once it has a slot.
-fn resume_all(partition: &PartitionHandle, invoker: &InvokerHandle) {
+fn resume_all(partition: &PartitionHandle, epoch: u64, invoker: &InvokerHandle) {
     let range = partition.range();
     let mut after = None;
     let mut resumed = 0usize;
@@ -299,6 +307,7 @@ fn resume_all(partition: &PartitionHandle, invoker: &InvokerHandle) {
         for &invocation_id in &page {
             invoker.send(InvokerCommand::Invoke {
                 partition: partition.clone(),
+                epoch,
                 invocation_id,
             });
         }
@@ -308,12 +317,12 @@ fn resume_all(partition: &PartitionHandle, invoker: &InvokerHandle) {
             _ => break,
         }
     }
-    info!(partition = %partition.id(), resumed, "leading the partition");
+    info!(partition = %partition.id(), epoch, resumed, "leading the partition");
 }
 
 fn carry_out(
     action: Action,
-    leads: bool,
+    leads: Option<u64>,
     partition: &PartitionHandle,
     invoker: &InvokerHandle,
     waiters: &Waiters,
@@ -327,11 +336,16 @@ fn carry_out(
             ..
         } => waiters.complete(request_id, result),
         // The rest is the leader's; a new leader rebuilds it from the rows.
-        _ if !leads => {}
-        Action::Invoke { invocation_id, .. } => invoker.send(InvokerCommand::Invoke {
-            partition: partition.clone(),
-            invocation_id,
-        }),
+        _ if leads.is_none() => {}
+        Action::Invoke { invocation_id, .. } => {
+            if let Some(epoch) = leads {
+                invoker.send(InvokerCommand::Invoke {
+                    partition: partition.clone(),
+                    epoch,
+                    invocation_id,
+                });
+            }
+        }
         Action::Notify {
             invocation_id,
             entry_index,

@@ -116,12 +116,15 @@ impl TimerWindow {
 
 #[cfg(test)]
 mod tests {
-    const NOW: MillisSinceEpoch = MillisSinceEpoch::new(1);
+    const CTX: ApplyContext = ApplyContext {
+        now: MillisSinceEpoch::new(1),
+        term: 1,
+    };
     use super::*;
     use reprise_partition_processor::TimerKind;
     use reprise_partition_processor::{
-        EffectKind, HandlerType, InvocationTarget, InvokerEffect, Record, ServiceInvocation,
-        StoredFrame, apply,
+        ApplyContext, EffectKind, Fence, HandlerType, InvocationTarget, InvokerEffect, Record,
+        ServiceInvocation, StoredFrame, apply,
     };
     use reprise_types::InvocationId;
 
@@ -163,9 +166,15 @@ mod tests {
                     ty: reprise_service_protocol::MessageType::SleepCommand.id(),
                     payload: sleep.encode_to_vec().into(),
                 }),
+                // The first attempt's first command after the input.
+                fence: Fence {
+                    leader_epoch: CTX.term,
+                    attempt: 0,
+                    command_index: 1,
+                },
             });
-            apply(&mut txn, &invoke, NOW).expect("apply");
-            apply(&mut txn, &sleep, NOW).expect("apply");
+            apply(&mut txn, &invoke, CTX).expect("apply");
+            apply(&mut txn, &sleep, CTX).expect("apply");
             timers.push(TimerKey {
                 wake_at: MillisSinceEpoch::new(*wake),
                 invocation_id: id(n),

@@ -14,7 +14,7 @@ use prost::Message;
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template, output_command_message};
 use reprise_types::{InvocationId, MillisSinceEpoch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::action::Action;
 use crate::record::{
@@ -24,17 +24,25 @@ use crate::record::{
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
 use crate::storage::{PartitionStore, StorageError};
 
-/// Applies one record. `now` is the time its log entry carries (the proposer's clock, the same
-/// on every replica): what retention counts from. On error nothing may be committed: the
-/// caller discards the batch.
+/// What a record is applied with, from the log entry that carries it: the same on every
+/// replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The proposer's clock when it proposed the entry: what retention counts from.
+    pub now: MillisSinceEpoch,
+    /// The raft term of the entry: only effects of that leadership are taken.
+    pub term: u64,
+}
+
+/// Applies one record. On error nothing may be committed: the caller discards the batch.
 pub fn apply<S: PartitionStore>(
     store: &mut S,
     record: &Record,
-    now: MillisSinceEpoch,
+    ctx: ApplyContext,
 ) -> Result<Vec<Action>, StorageError> {
     match record {
         Record::Invoke(invocation) => invoke(store, invocation),
-        Record::Effect(effect) => apply_effect(store, effect, now),
+        Record::Effect(effect) => apply_effect(store, effect, ctx),
         Record::TimerFired(timer) => timer_fired(store, timer),
     }
 }
@@ -87,6 +95,8 @@ fn invoke<S: PartitionStore>(
         target: invocation.target.clone(),
         response_sinks: invocation.response_sink.iter().cloned().collect(),
         journal_length: 1,
+        commands: 1,
+        attempt: 0,
         deployment: None,
         output: None,
         notified_completions: Vec::new(),
@@ -120,13 +130,18 @@ fn add_sink(status: &mut InvocationStatus, sink: ResponseSink) {
 fn apply_effect<S: PartitionStore>(
     store: &mut S,
     effect: &InvokerEffect,
-    now: MillisSinceEpoch,
+    ctx: ApplyContext,
 ) -> Result<Vec<Action>, StorageError> {
     let id = effect.invocation_id;
+    let now = ctx.now;
     let Some(status) = store.status(id)? else {
         warn!(invocation = %id, "effect for an unknown invocation; ignored");
         return Ok(Vec::new());
     };
+    if let Some(stale) = stale_effect(&status, effect, ctx.term) {
+        info!(invocation = %id, kind = effect.kind.name(), fence = ?effect.fence, reason = stale, "fenced effect; ignored");
+        return Ok(Vec::new());
+    }
     // Giving up ends a running or a suspended invocation alike.
     if let EffectKind::GaveUp { code, message } = &effect.kind
         && let InvocationStatus::Invoked(in_flight) | InvocationStatus::Suspended { in_flight, .. } =
@@ -185,6 +200,8 @@ fn apply_effect<S: PartitionStore>(
             }
             EffectKind::AttemptFailed { code, message } => {
                 in_flight.last_failure = Some(format!("[{code}] {message}"));
+                // The next attempt is another one: late effects of this one are fenced.
+                in_flight.attempt = in_flight.attempt.saturating_add(1);
                 store.put_status(id, InvocationStatus::Invoked(in_flight))?;
                 Ok(Vec::new())
             }
@@ -195,6 +212,35 @@ fn apply_effect<S: PartitionStore>(
             Ok(Vec::new())
         }
     }
+}
+
+/// Why an effect is not the current attempt's, if it is not: it was issued under another
+/// leadership than the one whose log entry carries it, by another attempt, or it is a command
+/// for a journal position that is already taken (or not reached yet).
+fn stale_effect(
+    status: &InvocationStatus,
+    effect: &InvokerEffect,
+    term: u64,
+) -> Option<&'static str> {
+    if effect.fence.leader_epoch != term {
+        return Some("issued under another leadership");
+    }
+    // Effects for other states are dealt with (ignored) by the state's own rules.
+    let in_flight = match status {
+        InvocationStatus::Invoked(in_flight) | InvocationStatus::Suspended { in_flight, .. } => {
+            in_flight
+        }
+        _ => return None,
+    };
+    if effect.fence.attempt != in_flight.attempt {
+        return Some("from another attempt");
+    }
+    if matches!(effect.kind, EffectKind::JournalEntry(_))
+        && effect.fence.command_index != in_flight.commands
+    {
+        return Some("a command for another journal position");
+    }
+    None
 }
 
 fn state_name(status: &InvocationStatus) -> &'static str {
@@ -233,6 +279,7 @@ fn append_command<S: PartitionStore>(
     let index = in_flight.journal_length;
     store.put_journal_entry(id, index, entry.clone())?;
     in_flight.journal_length = index.saturating_add(1);
+    in_flight.commands = in_flight.commands.saturating_add(1);
     if ty == MessageType::SleepCommand {
         let actions = register_timer(store, id, entry)?;
         store.put_status(id, InvocationStatus::Invoked(in_flight))?;
@@ -404,6 +451,7 @@ fn notify_completion<S: PartitionStore>(
         }
         Some(waiting) if waiting.completions.contains(&completion_id) => {
             let target = in_flight.target.clone();
+            in_flight.attempt = in_flight.attempt.saturating_add(1);
             store.put_status(id, InvocationStatus::Invoked(in_flight))?;
             Ok(vec![Action::Invoke {
                 invocation_id: id,
@@ -421,7 +469,7 @@ fn notify_completion<S: PartitionStore>(
 fn suspend<S: PartitionStore>(
     store: &mut S,
     id: InvocationId,
-    in_flight: InFlight,
+    mut in_flight: InFlight,
     waiting: Waiting,
 ) -> Result<Vec<Action>, StorageError> {
     let ready = waiting.is_empty()
@@ -431,6 +479,7 @@ fn suspend<S: PartitionStore>(
             .any(|c| in_flight.notified_completions.contains(c));
     if ready {
         let target = in_flight.target.clone();
+        in_flight.attempt = in_flight.attempt.saturating_add(1);
         store.put_status(id, InvocationStatus::Invoked(in_flight))?;
         return Ok(vec![Action::Invoke {
             invocation_id: id,

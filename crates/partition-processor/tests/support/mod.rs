@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
-    Action, EffectKind, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect,
-    MemoryStore, PartitionStore, Record, ResponseSink, Retention, ServiceInvocation, StoredFrame,
-    apply,
+    Action, ApplyContext, EffectKind, Fence, HandlerType, InvocationStatus, InvocationTarget,
+    InvokerEffect, MemoryStore, PartitionStore, Record, ResponseSink, Retention, ServiceInvocation,
+    StoredFrame, apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, output_command_message};
@@ -42,11 +42,62 @@ pub fn invoke(n: u128, request_id: u64) -> Record {
     })
 }
 
+/// The raft term test records are applied in.
+pub const TERM: u64 = 1;
+
+/// What test records are applied with.
+pub const CTX: ApplyContext = ApplyContext {
+    now: NOW,
+    term: TERM,
+};
+
+/// An effect of invocation `n`'s current attempt: its fence is filled in from the status
+/// when it is applied with [`apply_fenced`]. Tests of fencing build their fences themselves.
 pub fn effect(n: u128, kind: EffectKind) -> Record {
+    current_attempt(id(n), kind)
+}
+
+/// An effect of the current attempt of `invocation_id` (see [`effect`]).
+pub fn current_attempt(invocation_id: InvocationId, kind: EffectKind) -> Record {
     Record::Effect(InvokerEffect {
-        invocation_id: id(n),
+        invocation_id,
         kind,
+        fence: Fence {
+            leader_epoch: TERM,
+            attempt: u32::MAX,
+            command_index: u32::MAX,
+        },
     })
+}
+
+/// `record` with the fence the invocation's current attempt would give it, if it was made by
+/// [`effect`]: the attempt and the command position of the stored status.
+pub fn fenced<S: PartitionStore>(store: &S, record: &Record) -> Record {
+    let Record::Effect(effect) = record else {
+        return record.clone();
+    };
+    if effect.fence.attempt != u32::MAX {
+        return record.clone();
+    }
+    let status = store.status(effect.invocation_id).expect("read status");
+    let (attempt, command_index) = status
+        .as_ref()
+        .and_then(|status| status.in_flight())
+        .map_or((0, 0), |in_flight| (in_flight.attempt, in_flight.commands));
+    Record::Effect(InvokerEffect {
+        fence: Fence {
+            attempt,
+            command_index,
+            ..effect.fence
+        },
+        ..effect.clone()
+    })
+}
+
+/// Applies `record` (fenced as the current attempt, if made by [`effect`]) in [`CTX`].
+pub fn apply_fenced<S: PartitionStore>(store: &mut S, record: &Record) -> Vec<Action> {
+    let record = fenced(store, record);
+    apply(store, &record, CTX).expect("apply")
 }
 
 pub fn command(ty: MessageType, message: &impl Message) -> EffectKind {
@@ -84,7 +135,7 @@ pub fn replay(records: &[Record]) -> (MemoryStore, Vec<Vec<Action>>) {
         let mut store = MemoryStore::default();
         let actions: Vec<Vec<Action>> = records
             .iter()
-            .map(|record| apply(&mut store, record, NOW).expect("memory store never fails"))
+            .map(|record| apply_fenced(&mut store, record))
             .collect();
         (store, actions)
     };
@@ -148,6 +199,15 @@ pub fn set_state(key: &'static [u8], value: &'static [u8]) -> EffectKind {
 }
 
 /// A `SleepCommand` until `wake_up_time`, completing `completion_id`.
+/// A suspension waiting for any of `completions`.
+pub fn suspended_on(completions: &[u32]) -> EffectKind {
+    EffectKind::Suspended {
+        waiting_completions: completions.to_vec(),
+        waiting_signals: vec![],
+        waiting_named_signals: vec![],
+    }
+}
+
 pub fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
     command(
         MessageType::SleepCommand,
