@@ -1,5 +1,6 @@
 //! The admin HTTP API (port 9070): register deployments by discovery, list and remove them,
-//! list services, report the version. The same routes are served at `/`, `/v3` and `/v4`, as
+//! list services, report the version; list this node's partitions and make it step down as a
+//! partition's leader. The same routes are served at `/`, `/v3` and `/v4`, as
 //! the reference system's CLI addresses them. Errors are `{"message": …}` with the status
 //! chosen in one place ([`error`]).
 //!
@@ -16,11 +17,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use reprise_schema::{RegisterOutcome, Registration, Schema, SchemaError, SchemaStore};
 use reprise_service_client::ServiceClient;
-use reprise_types::{DeploymentId, MillisSinceEpoch};
+use reprise_types::{DeploymentId, MillisSinceEpoch, PartitionId};
+use reprise_worker::{WorkerError, WorkerHandle};
 use serde::Deserialize;
 use tracing::info;
 
@@ -35,6 +37,8 @@ const MAX_API_VERSION: u32 = 4;
 pub struct AdminState {
     pub schema: SchemaStore,
     pub service_client: ServiceClient,
+    /// This node's partitions, when it runs the worker role.
+    pub worker: Option<WorkerHandle>,
 }
 
 /// The API's state, filled in once the node can serve. Cheap to clone.
@@ -68,6 +72,8 @@ pub fn router(handle: AdminHandle) -> Router {
         )
         .route("/services", get(list_services))
         .route("/services/{name}", get(get_service))
+        .route("/partitions", get(list_partitions))
+        .route("/partitions/{id}/step-down", post(step_down))
         .with_state(handle);
     Router::new()
         .nest(&format!("/v{MIN_API_VERSION}"), api.clone())
@@ -78,6 +84,46 @@ pub fn router(handle: AdminHandle) -> Router {
 /// For paths no route serves.
 pub async fn not_found(uri: Uri) -> AdminError {
     AdminError::NotFound(format!("no admin API at {}", uri.path()))
+}
+
+fn worker(state: &AdminState) -> Result<&WorkerHandle, AdminError> {
+    state
+        .worker
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound("this node runs no partitions (no worker role)".into()))
+}
+
+async fn list_partitions(
+    State(handle): State<AdminHandle>,
+) -> Result<Json<PartitionsResponse>, AdminError> {
+    let partitions = worker(handle.get()?)?.partitions();
+    Ok(Json(PartitionsResponse { partitions }))
+}
+
+/// `POST /partitions/{id}/step-down`: this node stops leading the partition; the group elects
+/// again. 202: the election is under way.
+async fn step_down(
+    State(handle): State<AdminHandle>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let id: u16 = id.parse().map_err(|_| {
+        AdminError::BadRequest(format!("`{id}` is not a partition id (0 to 65535)"))
+    })?;
+    let id = PartitionId::new(id);
+    match worker(handle.get()?)?.step_down(id) {
+        Ok(()) => {
+            info!(partition = %id, "stepping down as the partition's leader");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(StepDownResponse { partition_id: id }),
+            )
+                .into_response())
+        }
+        Err(WorkerError::UnknownPartition(_)) => Err(AdminError::NotFound(format!(
+            "this node runs no partition {id}"
+        ))),
+        Err(err) => Err(AdminError::Unavailable(err.to_string())),
+    }
 }
 
 async fn version() -> Json<VersionResponse> {

@@ -174,3 +174,13 @@ impl<S> DeploymentResponse<S> {
         }
     }
 }
+
+#[derive(Serialize)]
+pub struct PartitionsResponse {
+    pub partitions: Vec<reprise_worker::PartitionState>,
+}
+
+#[derive(Serialize)]
+pub struct StepDownResponse {
+    pub partition_id: reprise_types::PartitionId,
+}

@@ -343,6 +343,7 @@ async fn start_roles(
             admin.set(AdminState {
                 schema,
                 service_client,
+                worker: worker.as_ref().map(|w| w.handle()),
             });
         }
         Ok::<_, NodeError>(())

@@ -314,6 +314,9 @@ fn record_to(record: &Record) -> proto::Record {
         Record::Invoke(invocation) => Kind::Invoke(invocation_to(invocation)),
         Record::Effect(effect) => Kind::Effect(effect_to(effect)),
         Record::TimerFired(timer) => Kind::TimerFired(timer_to(timer)),
+        Record::AnnounceLeader { epoch } => {
+            Kind::AnnounceLeader(proto::AnnounceLeader { epoch: *epoch })
+        }
     };
     proto::Record {
         record: Some(record),
@@ -326,6 +329,9 @@ fn record_from(record: proto::Record) -> Result<Record, DecodeError> {
         Kind::Invoke(invocation) => Record::Invoke(invocation_from(invocation)?),
         Kind::Effect(effect) => Record::Effect(effect_from(effect)?),
         Kind::TimerFired(timer) => Record::TimerFired(timer_from(timer)?),
+        Kind::AnnounceLeader(announce) => Record::AnnounceLeader {
+            epoch: announce.epoch,
+        },
     })
 }
 

@@ -106,7 +106,9 @@ pub struct PartitionHandle {
     store: RocksDbStore,
     proposals: mpsc::Sender<Proposal>,
     leader: watch::Receiver<Option<u64>>,
-    raft: Raft<PartitionTypes>,
+    /// The epoch this node announced for its current leadership; `None` while it announced
+    /// none (not leading, or stepping down).
+    epoch: Arc<watch::Sender<Option<u64>>>,
 }
 
 impl PartitionHandle {
@@ -123,29 +125,73 @@ impl PartitionHandle {
         &self.store
     }
 
-    /// Follows whether this node leads the partition: `Some(epoch)` while it does, the epoch
-    /// being the raft term of the leadership. It turns `Some` only once an entry of the term
-    /// has been applied, so everything the previous leader committed is in the tables.
+    /// Follows whether this node's raft group leads the partition: `Some(term)` while it
+    /// does. It turns `Some` only once an entry of the term has been applied, so everything
+    /// the previous leader committed is in the tables.
     pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
         self.leader.clone()
     }
 
-    /// The epoch of this node's current leadership, if it leads.
+    /// The epoch of this node's current leadership, once announced ([`Self::announce`]).
     pub fn epoch(&self) -> Option<u64> {
-        *self.leader.borrow()
+        *self.epoch.borrow()
     }
 
-    /// Gives up the leadership: the group elects again (with one member, this node again, in
-    /// a new term). Whatever ran under the old term is fenced from then on.
-    pub async fn step_down(&self) -> Result<(), ProposeError> {
-        self.raft
-            .trigger()
-            .elect()
+    /// Follows [`Self::epoch`].
+    pub fn epochs(&self) -> watch::Receiver<Option<u64>> {
+        self.epoch.subscribe()
+    }
+
+    /// Begins a leadership: proposes an epoch one above the partition's current one and, once
+    /// it applied as the current epoch, makes it this node's. Only effects stamped with it are
+    /// taken from then on. Call it while the raft group leads.
+    pub async fn announce(&self) -> Result<u64, ProposeError> {
+        let start = *self.range.start();
+        let read = |store: RocksDbStore| async move {
+            reprise_rocksdb::blocking(move || store.read_leader_epoch(start)).await
+        };
+        let unavailable = |reason: String| ProposeError::Unavailable {
+            partition: self.id,
+            reason,
+        };
+        let current = read(self.store.clone())
             .await
-            .map_err(|err| ProposeError::Unavailable {
-                partition: self.id,
-                reason: err.to_string(),
-            })
+            .map_err(|err| unavailable(err.to_string()))?;
+        let next = current.saturating_add(1);
+        self.propose(Record::AnnounceLeader { epoch: next }).await?;
+        let now = read(self.store.clone())
+            .await
+            .map_err(|err| unavailable(err.to_string()))?;
+        if now != next {
+            return Err(unavailable(format!(
+                "another leadership announced epoch {now} meanwhile"
+            )));
+        }
+        self.epoch.send_replace(Some(next));
+        Ok(next)
+    }
+
+    /// Ends this node's leadership epoch (the raft group may still lead): whatever runs for it
+    /// stops being taken once a new epoch is announced. Returns the epoch that ended.
+    pub fn relinquish(&self) -> Option<u64> {
+        self.epoch.send_replace(None)
+    }
+
+    /// Steps down as the partition's leader: the epoch ends, and its owner (the worker's
+    /// actuator) stops what ran for it and announces a new one. `NotLeader` when this node had
+    /// no epoch.
+    pub fn step_down(&self) -> Result<u64, ProposeError> {
+        self.relinquish().ok_or(ProposeError::NotLeader(self.id))
+    }
+
+    /// Waits (up to `timeout`) until this node leads the partition.
+    pub async fn wait_for_leadership(&self, timeout: Duration) -> Result<(), ProposeError> {
+        let mut leader = self.leader.clone();
+        match tokio::time::timeout(timeout, leader.wait_for(Option::is_some)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(stopped(self.id)),
+            Err(_) => Err(ProposeError::NotLeader(self.id)),
+        }
     }
 
     /// Queues `record`; records queued one after another are applied in that order.
@@ -164,16 +210,6 @@ impl PartitionHandle {
     /// Proposes `record` and waits until it is committed and applied.
     pub async fn propose(&self, record: Record) -> Result<(), ProposeError> {
         self.enqueue(record).await?.wait().await
-    }
-
-    /// Waits (up to `timeout`) until this node leads the partition.
-    pub async fn wait_for_leadership(&self, timeout: Duration) -> Result<(), ProposeError> {
-        let mut leader = self.leader.clone();
-        match tokio::time::timeout(timeout, leader.wait_for(Option::is_some)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(stopped(self.id)),
-            Err(_) => Err(ProposeError::NotLeader(self.id)),
-        }
     }
 }
 
@@ -265,14 +301,14 @@ impl Partition {
         let (proposals, queue) = mpsc::channel(QUEUE);
         let proposer = tokio::spawn(run_proposer(raft.clone(), id, queue));
         Ok(Self {
-            raft: raft.clone(),
+            raft,
             handle: PartitionHandle {
                 id,
                 range: options.range,
                 store: options.store,
                 proposals,
                 leader,
-                raft,
+                epoch: Arc::new(watch::Sender::new(None)),
             },
             actions: Some(actions),
             proposer,

@@ -258,7 +258,6 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
                 EntryPayload::Normal(batch) => {
                     let ctx = ApplyContext {
                         now: batch.proposed_at,
-                        term: entry.log_id.leader_id.term,
                     };
                     for record in &batch.records {
                         actions

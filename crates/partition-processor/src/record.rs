@@ -18,6 +18,10 @@ pub enum Record {
     Effect(InvokerEffect),
     /// A timer's time has come, proposed by the leader's timer service.
     TimerFired(TimerKey),
+    /// A leadership of the partition begins, with this epoch (larger than every earlier one):
+    /// from here on only effects stamped with it are taken. A new leader proposes it before it
+    /// runs anything, and so does a leader that steps down and takes over again.
+    AnnounceLeader { epoch: u64 },
 }
 
 /// A durable timer: at or after `wake_at`, does `kind` to the invocation. Ordered by time
@@ -150,8 +154,8 @@ pub struct InvokerEffect {
 /// proposal retried after it had committed) is ignored, the same way on every replica.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fence {
-    /// The raft term of the leadership whose invoker ran the attempt; it must be the term of
-    /// the log entry that carries the effect.
+    /// The epoch of the leadership whose invoker ran the attempt: it must be the partition's
+    /// current one (the last `AnnounceLeader` applied).
     pub leader_epoch: u64,
     /// The attempt, as the invocation's status numbers them.
     pub attempt: u32,

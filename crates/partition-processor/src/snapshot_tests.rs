@@ -21,7 +21,6 @@ use crate::{ApplyContext, Fence, apply};
 const PARTITION: PartitionId = PartitionId::new(2);
 const CTX: ApplyContext = ApplyContext {
     now: MillisSinceEpoch::new(1),
-    term: 1,
 };
 
 fn range() -> RangeInclusive<PartitionKey> {
@@ -64,8 +63,9 @@ fn fill(store: &RocksDbStore, keys: std::ops::Range<u64>, argument_size: usize) 
                 ty: 0x0400,
                 payload: Bytes::from(vec![7; 64]),
             }),
+            // Epoch 0: no leadership was announced in these stores.
             fence: Fence {
-                leader_epoch: CTX.term,
+                leader_epoch: 0,
                 attempt: 0,
                 command_index: 1,
             },

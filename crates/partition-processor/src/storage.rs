@@ -15,6 +15,10 @@ use crate::status::{InvocationStatus, ObjectLock};
 pub struct StorageError(pub String);
 
 pub trait PartitionStore {
+    /// The epoch of the partition's current leadership (0 before the first announcement).
+    fn leader_epoch(&self) -> Result<u64, StorageError>;
+    fn put_leader_epoch(&mut self, epoch: u64) -> Result<(), StorageError>;
+
     fn status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError>;
     fn put_status(
         &mut self,
@@ -98,6 +102,7 @@ impl ObjectId {
 /// Tables in memory: for tests and replay checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStore {
+    pub leader_epoch: u64,
     pub statuses: BTreeMap<InvocationId, InvocationStatus>,
     pub journals: BTreeMap<(InvocationId, u32), StoredFrame>,
     pub state: BTreeMap<(ObjectId, Bytes), Bytes>,
@@ -107,6 +112,15 @@ pub struct MemoryStore {
 }
 
 impl PartitionStore for MemoryStore {
+    fn leader_epoch(&self) -> Result<u64, StorageError> {
+        Ok(self.leader_epoch)
+    }
+
+    fn put_leader_epoch(&mut self, epoch: u64) -> Result<(), StorageError> {
+        self.leader_epoch = epoch;
+        Ok(())
+    }
+
     fn status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
         Ok(self.statuses.get(&id).cloned())
     }

@@ -1,13 +1,12 @@
 //! Fencing: `apply` takes only the effects of an invocation's current attempt under the
-//! leadership whose log entry carries them, and journals a command only at the position its
+//! partition's current leadership epoch, and journals a command only at the position its
 //! attempt expects — so a stale attempt, an old leader's invoker, or a proposal retried after it
 //! committed changes nothing, identically on every replica.
 
 mod support;
 
 use reprise_partition_processor::{
-    Action, ApplyContext, EffectKind, Fence, InvocationStatus, InvokerEffect, MemoryStore, Record,
-    apply,
+    Action, EffectKind, Fence, InvocationStatus, InvokerEffect, MemoryStore, Record, apply,
 };
 use support::*;
 
@@ -29,20 +28,30 @@ fn in_flight(store: &MemoryStore, n: u128) -> (u32, u32, u32) {
     )
 }
 
+/// The epoch the tests lead in (announced by [`started`]).
+const EPOCH: u64 = 3;
+
 fn fence(attempt: u32, command_index: u32) -> Fence {
     Fence {
-        leader_epoch: TERM,
+        leader_epoch: EPOCH,
         attempt,
         command_index,
     }
 }
 
+/// A store whose leadership announced [`EPOCH`], with invocation 1 started.
+fn started() -> MemoryStore {
+    let mut store = MemoryStore::default();
+    apply(&mut store, &Record::AnnounceLeader { epoch: EPOCH }, CTX).expect("apply");
+    apply_fenced(&mut store, &invoke(1, 1));
+    store
+}
+
 #[test]
 fn an_effect_of_another_leadership_is_ignored() {
-    let mut store = MemoryStore::default();
-    apply_fenced(&mut store, &invoke(1, 1));
+    let mut store = started();
     let old_leader = Fence {
-        leader_epoch: TERM - 1,
+        leader_epoch: EPOCH - 1,
         ..fence(0, 1)
     };
     let before = store.clone();
@@ -51,19 +60,7 @@ fn an_effect_of_another_leadership_is_ignored() {
         assert!(actions.is_empty());
     }
     assert_eq!(store, before);
-    // The entry's term decides: the same effect in a later term's entry is stale too.
-    let later = ApplyContext {
-        term: TERM + 1,
-        ..CTX
-    };
-    apply(
-        &mut store,
-        &effect_with(1, run_command(1), fence(0, 1)),
-        later,
-    )
-    .expect("apply");
-    assert_eq!(store, before);
-    // In its own term it is taken.
+    // In its own epoch it is taken.
     apply(
         &mut store,
         &effect_with(1, run_command(1), fence(0, 1)),
@@ -71,12 +68,35 @@ fn an_effect_of_another_leadership_is_ignored() {
     )
     .expect("apply");
     assert_eq!(in_flight(&store, 1), (0, 2, 2));
+    // A new leadership (or a step-down and take-over) fences the old epoch's effects.
+    apply(
+        &mut store,
+        &Record::AnnounceLeader { epoch: EPOCH + 1 },
+        CTX,
+    )
+    .expect("apply");
+    let before = store.clone();
+    apply(
+        &mut store,
+        &effect_with(1, run_command(2), fence(0, 2)),
+        CTX,
+    )
+    .expect("apply");
+    assert_eq!(store, before);
+    // An announcement that is not newer changes nothing.
+    apply(&mut store, &Record::AnnounceLeader { epoch: EPOCH }, CTX).expect("apply");
+    assert_eq!(store.leader_epoch, EPOCH + 1);
+    let next = Fence {
+        leader_epoch: EPOCH + 1,
+        ..fence(0, 2)
+    };
+    apply(&mut store, &effect_with(1, run_command(2), next), CTX).expect("apply");
+    assert_eq!(in_flight(&store, 1), (0, 3, 3));
 }
 
 #[test]
 fn a_command_is_journaled_once_at_the_position_its_attempt_expects() {
-    let mut store = MemoryStore::default();
-    apply_fenced(&mut store, &invoke(1, 1));
+    let mut store = started();
     let command = effect_with(1, run_command(1), fence(0, 1));
     apply(&mut store, &command, CTX).expect("apply");
     // The same proposal again (retried after it had committed): nothing more.
@@ -108,8 +128,7 @@ fn a_command_is_journaled_once_at_the_position_its_attempt_expects() {
 
 #[test]
 fn a_failed_attempt_fences_its_late_effects_and_the_next_attempt_goes_on() {
-    let mut store = MemoryStore::default();
-    apply_fenced(&mut store, &invoke(1, 1));
+    let mut store = started();
     let failed = EffectKind::AttemptFailed {
         code: 500,
         message: "boom".into(),
@@ -155,8 +174,7 @@ fn a_failed_attempt_fences_its_late_effects_and_the_next_attempt_goes_on() {
 
 #[test]
 fn a_resumed_invocation_runs_a_new_attempt() {
-    let mut store = MemoryStore::default();
-    apply_fenced(&mut store, &invoke(1, 1));
+    let mut store = started();
     apply(&mut store, &effect_with(1, sleep(1, 500), fence(0, 1)), CTX).expect("apply");
     apply(
         &mut store,

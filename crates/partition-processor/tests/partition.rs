@@ -78,6 +78,8 @@ async fn applied_records_become_actions_and_survive_a_restart() {
 
     // The attempt failed once: the reason is stored, and an ordered pair of proposals
     // applies in order.
+    let epoch = handle.announce().await.expect("announced");
+    assert_eq!(handle.epoch(), Some(epoch));
     let first_effect = handle
         .enqueue(Record::Effect(InvokerEffect {
             invocation_id: id,
@@ -86,7 +88,7 @@ async fn applied_records_become_actions_and_survive_a_restart() {
                 message: "boom".into(),
             },
             fence: Fence {
-                leader_epoch: handle.epoch().expect("leads"),
+                leader_epoch: epoch,
                 attempt: 0,
                 command_index: 1,
             },

@@ -52,6 +52,18 @@ pub enum WorkerError {
     Propose(#[from] ProposeError),
     #[error("the worker stopped before the invocation completed")]
     Stopped,
+    #[error("this node runs no partition {0}")]
+    UnknownPartition(PartitionId),
+}
+
+/// A partition as this node runs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionState {
+    pub id: PartitionId,
+    pub start: PartitionKey,
+    pub end: PartitionKey,
+    /// The epoch (raft term) of this node's leadership, while it leads.
+    pub leader_epoch: Option<u64>,
 }
 
 pub struct WorkerOptions {
@@ -218,30 +230,48 @@ async fn actuate(
         timers_in_memory,
     );
     let mut leadership = partition.leadership();
-    // Leadership may have been won before this task subscribed: act on the current value too.
+    let mut epochs = partition.epochs();
+    // The epoch this actuator acts for: announced by it, while the raft group leads.
     let mut leads: Option<u64> = None;
+    // Leadership may have been won before this task subscribed: act on the current value too.
     let mut changed = true;
+    let mut announce_retry: Option<tokio::time::Instant> = None;
     loop {
         if changed {
-            let now = *leadership.borrow_and_update();
-            if now != leads {
-                // Whatever ran for the leadership that ended stops; a new one resumes it all.
-                if let Some(old) = leads {
-                    invoker.send(InvokerCommand::StepDown {
-                        partition: partition.id(),
-                        epoch: old,
-                    });
-                    timers.clear();
-                }
-                if let Some(epoch) = now {
-                    resume_all(&partition, epoch, &invoker);
-                    if let Err(err) = timers.load() {
-                        error!(partition = %partition.id(), %err, "cannot load the partition's timers");
+            changed = false;
+            let raft_leads = leadership.borrow_and_update().is_some();
+            let announced = *epochs.borrow_and_update();
+            if let Some(old) = leads
+                && (announced != Some(old) || !raft_leads)
+            {
+                // The epoch ended (the group lost its leadership, or a step-down): whatever
+                // ran for it stops; it is all durable, and the next epoch resumes it.
+                invoker.send(InvokerCommand::StepDown {
+                    partition: partition.id(),
+                    epoch: old,
+                });
+                timers.clear();
+                leads = None;
+                partition.relinquish();
+                info!(partition = %partition.id(), epoch = old, "leadership epoch ended");
+            }
+            if raft_leads && leads.is_none() {
+                match partition.announce().await {
+                    Ok(epoch) => {
+                        announce_retry = None;
+                        leads = Some(epoch);
+                        resume_all(&partition, epoch, &invoker);
+                        if let Err(err) = timers.load() {
+                            error!(partition = %partition.id(), %err, "cannot load the partition's timers");
+                        }
+                    }
+                    Err(err) => {
+                        warn!(partition = %partition.id(), %err, "cannot announce the leadership; trying again");
+                        announce_retry =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(100));
                     }
                 }
             }
-            leads = now;
-            changed = false;
         }
         let next_timer = timers.next_due_in(MillisSinceEpoch::now());
         tokio::select! {
@@ -250,6 +280,11 @@ async fn actuate(
                 if result.is_err() {
                     return;
                 }
+                changed = true;
+            }
+            _ = epochs.changed() => changed = true,
+            _ = tokio::time::sleep_until(announce_retry.unwrap_or_else(tokio::time::Instant::now)), if announce_retry.is_some() => {
+                announce_retry = None;
                 changed = true;
             }
             batch = actions.recv() => {
@@ -370,6 +405,33 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// The partitions this node runs, in id order.
+    pub fn partitions(&self) -> Vec<PartitionState> {
+        let mut states: Vec<PartitionState> = self
+            .partitions
+            .values()
+            .map(|partition| PartitionState {
+                id: partition.id(),
+                start: *partition.range().start(),
+                end: *partition.range().end(),
+                leader_epoch: partition.epoch(),
+            })
+            .collect();
+        states.sort_by_key(|state| state.id);
+        states
+    }
+
+    /// Makes this node give up its leadership epoch of `id`: what ran for it stops, and the
+    /// partition's actuator announces a new epoch (a group of one leads again) and resumes it.
+    pub fn step_down(&self, id: PartitionId) -> Result<(), WorkerError> {
+        let partition = self
+            .partitions
+            .get(&id)
+            .ok_or(WorkerError::UnknownPartition(id))?;
+        partition.step_down()?;
+        Ok(())
+    }
+
     fn partition(&self, key: PartitionKey) -> Result<&PartitionHandle, WorkerError> {
         self.table
             .find(key)

@@ -118,7 +118,6 @@ impl TimerWindow {
 mod tests {
     const CTX: ApplyContext = ApplyContext {
         now: MillisSinceEpoch::new(1),
-        term: 1,
     };
     use super::*;
     use reprise_partition_processor::TimerKind;
@@ -167,8 +166,9 @@ mod tests {
                     payload: sleep.encode_to_vec().into(),
                 }),
                 // The first attempt's first command after the input.
+                // Epoch 0: no leadership was announced in this store.
                 fence: Fence {
-                    leader_epoch: CTX.term,
+                    leader_epoch: 0,
                     attempt: 0,
                     command_index: 1,
                 },

@@ -28,10 +28,12 @@ pub enum Table {
     /// invocation id → empty, exactly while its status is `Invoked`: what a new leader resumes,
     /// found without reading any other status. Written with the status, in the same batch.
     Invoked,
+    /// partition scope ‖ name → a value of the partition as a whole: `leader-epoch` (BE u64).
+    Partition,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Status,
         Table::Journal,
         Table::State,
@@ -39,6 +41,7 @@ impl Table {
         Table::Inbox,
         Table::Timer,
         Table::Invoked,
+        Table::Partition,
     ];
 
     /// The table's number in snapshot files: part of the format, never reused.
@@ -51,6 +54,7 @@ impl Table {
             Table::Inbox => 5,
             Table::Timer => 6,
             Table::Invoked => 7,
+            Table::Partition => 8,
         }
     }
 
@@ -63,6 +67,7 @@ impl Table {
             Table::Inbox => "inbox",
             Table::Timer => "timers",
             Table::Invoked => "invoked",
+            Table::Partition => "partition",
         }
     }
 }
@@ -70,6 +75,13 @@ impl Table {
 /// The partition key a row belongs to: its first eight bytes.
 pub fn row_partition_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+/// The key of the partition's current leader epoch.
+pub fn leader_epoch_key(scope: PartitionKey) -> Vec<u8> {
+    let mut key = scope.as_u64().to_be_bytes().to_vec();
+    key.extend_from_slice(b"leader-epoch");
+    key
 }
 
 pub fn status_key(id: InvocationId) -> Vec<u8> {

@@ -98,6 +98,15 @@ impl RocksDbStore {
         Transaction::new(self, partition_start)
     }
 
+    /// The committed leader epoch of the partition whose keys start at `partition_start`.
+    pub fn read_leader_epoch(&self, partition_start: PartitionKey) -> Result<u64, StorageError> {
+        let key = keys::leader_epoch_key(partition_start);
+        match self.get_raw(Table::Partition, &key)? {
+            None => Ok(0),
+            Some(bytes) => decode_epoch(&bytes).ok_or_else(|| self.bad_key(Table::Partition, &key)),
+        }
+    }
+
     /// The committed status of an invocation.
     pub fn read_status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
         let key = status_key(id);
@@ -322,6 +331,11 @@ impl RocksDbStore {
                     Table::Invoked => {
                         invoked.insert(self.decode_id(table, &key)?);
                     }
+                    Table::Partition => {
+                        if key.ends_with(b"leader-epoch") {
+                            memory.leader_epoch = decode_epoch(&value).ok_or_else(bad)?;
+                        }
+                    }
                 }
             }
         }
@@ -404,7 +418,7 @@ impl RocksDbStore {
         StorageError(format!("partition store at {}: {err}", self.path.display()))
     }
 
-    fn bad_key(&self, table: Table, key: &[u8]) -> StorageError {
+    pub(crate) fn bad_key(&self, table: Table, key: &[u8]) -> StorageError {
         StorageError(format!(
             "partition store at {}: a malformed key {} in table `{}`",
             self.path.display(),
@@ -433,6 +447,11 @@ impl RocksDbStore {
     fn decode_id(&self, table: Table, key: &[u8]) -> Result<InvocationId, StorageError> {
         InvocationId::from_bytes(key).map_err(|_| self.bad_key(table, key))
     }
+}
+
+/// A stored leader epoch: a big-endian u64.
+fn decode_epoch(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// A key in hex, for messages.

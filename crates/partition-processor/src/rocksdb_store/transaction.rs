@@ -8,7 +8,10 @@ use reprise_types::{InvocationId, PartitionKey};
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::RocksDbStore;
-use super::keys::{Table, inbox_key, journal_key, object_prefix, state_key, status_key, timer_key};
+use super::keys::{
+    Table, inbox_key, journal_key, leader_epoch_key, object_prefix, state_key, status_key,
+    timer_key,
+};
 use crate::codec::StoredValue;
 use crate::record::{StoredFrame, TimerKey};
 use crate::status::{InvocationStatus, ObjectLock};
@@ -88,6 +91,24 @@ impl<'a> Transaction<'a> {
 }
 
 impl PartitionStore for Transaction<'_> {
+    fn leader_epoch(&self) -> Result<u64, StorageError> {
+        let key = leader_epoch_key(self.timer_scope);
+        match self.get(Table::Partition, key.clone())? {
+            None => Ok(0),
+            Some(bytes) => super::decode_epoch(&bytes)
+                .ok_or_else(|| self.store.bad_key(Table::Partition, &key)),
+        }
+    }
+
+    fn put_leader_epoch(&mut self, epoch: u64) -> Result<(), StorageError> {
+        self.put(
+            Table::Partition,
+            leader_epoch_key(self.timer_scope),
+            epoch.to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
     fn status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
         self.get_value(Table::Status, status_key(id))
     }

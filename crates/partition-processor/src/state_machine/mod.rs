@@ -30,8 +30,6 @@ use crate::storage::{PartitionStore, StorageError};
 pub struct ApplyContext {
     /// The proposer's clock when it proposed the entry: what retention counts from.
     pub now: MillisSinceEpoch,
-    /// The raft term of the entry: only effects of that leadership are taken.
-    pub term: u64,
 }
 
 /// Applies one record. On error nothing may be committed: the caller discards the batch.
@@ -44,7 +42,26 @@ pub fn apply<S: PartitionStore>(
         Record::Invoke(invocation) => invoke(store, invocation),
         Record::Effect(effect) => apply_effect(store, effect, ctx),
         Record::TimerFired(timer) => timer_fired(store, timer),
+        Record::AnnounceLeader { epoch } => announce_leader(store, *epoch),
     }
+}
+
+/// A new leadership: effects of earlier ones are fenced from here on. An announcement that is
+/// not newer than the current epoch (two leaders raced) changes nothing.
+fn announce_leader<S: PartitionStore>(
+    store: &mut S,
+    epoch: u64,
+) -> Result<Vec<Action>, StorageError> {
+    let current = store.leader_epoch()?;
+    if epoch > current {
+        store.put_leader_epoch(epoch)?;
+    } else {
+        info!(
+            epoch,
+            current, "a leadership announcement that is not newer; ignored"
+        );
+    }
+    Ok(Vec::new())
 }
 
 fn invoke<S: PartitionStore>(
@@ -138,7 +155,7 @@ fn apply_effect<S: PartitionStore>(
         warn!(invocation = %id, "effect for an unknown invocation; ignored");
         return Ok(Vec::new());
     };
-    if let Some(stale) = stale_effect(&status, effect, ctx.term) {
+    if let Some(stale) = stale_effect(&status, effect, store.leader_epoch()?) {
         info!(invocation = %id, kind = effect.kind.name(), fence = ?effect.fence, reason = stale, "fenced effect; ignored");
         return Ok(Vec::new());
     }

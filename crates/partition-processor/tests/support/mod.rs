@@ -42,17 +42,12 @@ pub fn invoke(n: u128, request_id: u64) -> Record {
     })
 }
 
-/// The raft term test records are applied in.
-pub const TERM: u64 = 1;
-
 /// What test records are applied with.
-pub const CTX: ApplyContext = ApplyContext {
-    now: NOW,
-    term: TERM,
-};
+pub const CTX: ApplyContext = ApplyContext { now: NOW };
 
-/// An effect of invocation `n`'s current attempt: its fence is filled in from the status
-/// when it is applied with [`apply_fenced`]. Tests of fencing build their fences themselves.
+/// An effect of invocation `n`'s current attempt: its fence is filled in from the partition's
+/// epoch and the status when it is applied with [`apply_fenced`]. Tests of fencing build
+/// their fences themselves.
 pub fn effect(n: u128, kind: EffectKind) -> Record {
     current_attempt(id(n), kind)
 }
@@ -63,7 +58,7 @@ pub fn current_attempt(invocation_id: InvocationId, kind: EffectKind) -> Record 
         invocation_id,
         kind,
         fence: Fence {
-            leader_epoch: TERM,
+            leader_epoch: u64::MAX,
             attempt: u32::MAX,
             command_index: u32::MAX,
         },
@@ -71,7 +66,7 @@ pub fn current_attempt(invocation_id: InvocationId, kind: EffectKind) -> Record 
 }
 
 /// `record` with the fence the invocation's current attempt would give it, if it was made by
-/// [`effect`]: the attempt and the command position of the stored status.
+/// [`effect`]: the partition's epoch, the attempt and the command position of the status.
 pub fn fenced<S: PartitionStore>(store: &S, record: &Record) -> Record {
     let Record::Effect(effect) = record else {
         return record.clone();
@@ -86,9 +81,9 @@ pub fn fenced<S: PartitionStore>(store: &S, record: &Record) -> Record {
         .map_or((0, 0), |in_flight| (in_flight.attempt, in_flight.commands));
     Record::Effect(InvokerEffect {
         fence: Fence {
+            leader_epoch: store.leader_epoch().expect("read the epoch"),
             attempt,
             command_index,
-            ..effect.fence
         },
         ..effect.clone()
     })

@@ -22,6 +22,9 @@ pub struct StepsRequest {
     steps: u32,
     /// After the side effect with this index is stored, wait for the gate.
     wait_after: u32,
+    /// How long each side effect takes before it records itself.
+    #[serde(default)]
+    step_millis: u64,
 }
 
 /// Appends one event line; a failure is retryable (the runtime tries again).
@@ -30,7 +33,9 @@ fn record(dir: &Path, invocation: &str, event: &str) -> Result<(), HandlerError>
         .create(true)
         .append(true)
         .open(dir.join("events.log"))?;
-    writeln!(file, "{invocation} {event}")?;
+    // One write of the whole line: concurrent invocations append to the same file, and an
+    // appending write is not interleaved with another.
+    file.write_all(format!("{invocation} {event}\n").as_bytes())?;
     file.sync_data()?;
     Ok(())
 }
@@ -55,8 +60,10 @@ impl Recorder {
 
 #[restate_sdk::service(name = "Recorder")]
 impl Recorder {
-    /// Runs `steps` side effects, each recording `step <i>`. Once side effect `wait_after` is
-    /// stored (its `ctx.run` returned), records `waiting` and waits for the gate.
+    /// Runs `steps` side effects, each taking `stepMillis` and then recording `step <i>`; once
+    /// its result is stored (its `ctx.run` returned) the handler records `stored <i>` (again on
+    /// every replay). Once side effect `wait_after` is stored, records `waiting` and waits for
+    /// the gate.
     #[handler(name = "runSteps")]
     async fn run_steps(&self, ctx: Context<'_>, request: Json<StepsRequest>) -> HandlerResult<u32> {
         let request = request.into_inner();
@@ -64,9 +71,14 @@ impl Recorder {
         let invocation = ctx.invocation_id().to_owned();
         for step in 0..request.steps {
             let (run_dir, run_invocation) = (dir.clone(), invocation.clone());
-            ctx.run(|| async move { record(&run_dir, &run_invocation, &format!("step {step}")) })
-                .name(format!("step-{step}"))
-                .await?;
+            let millis = request.step_millis;
+            ctx.run(|| async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                record(&run_dir, &run_invocation, &format!("step {step}"))
+            })
+            .name(format!("step-{step}"))
+            .await?;
+            record(&dir, &invocation, &format!("stored {step}"))?;
             if step == request.wait_after {
                 record(&dir, &invocation, "waiting")?;
                 wait_for_gate(&dir).await;
