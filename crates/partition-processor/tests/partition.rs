@@ -201,3 +201,31 @@ async fn a_restart_after_the_log_was_purged_restores_everything() {
     assert!(handle.store().read_status(id).expect("read").is_some());
     partition.shutdown().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
+    let partition = Partition::start(options(dir.path(), &store, 1))
+        .await
+        .expect("start");
+    let handle = partition.handle();
+    handle
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leads");
+    let syncs = || reprise_rocksdb::wal_syncs(&store.db()).expect("RocksDB counts its syncs");
+    let before = syncs();
+    // One proposal at a time: each is its own log entry and its own commit.
+    const COMMITS: u64 = 50;
+    for n in 0..COMMITS {
+        let id = InvocationId::new(PartitionKey::new(u64::MAX / 4 + n), u128::from(n));
+        handle.propose(invocation(id)).await.expect("proposed");
+    }
+    let spent = syncs() - before;
+    assert!(
+        spent <= COMMITS + 2,
+        "{COMMITS} commits cost {spent} fsyncs of the write-ahead log"
+    );
+    partition.shutdown().await.expect("stop");
+}

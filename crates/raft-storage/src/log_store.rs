@@ -108,13 +108,19 @@ impl<C: GroupTypes> LogStore<C> {
         ))))
     }
 
-    fn put_meta(&self, name: &[u8], bytes: Vec<u8>) -> StorageResult<()> {
+    /// Writes a row of the raft family; `sync` waits for the write-ahead log to reach the disk.
+    fn put_meta(&self, name: &[u8], bytes: Vec<u8>, sync: bool) -> StorageResult<()> {
+        let options = if sync {
+            synced()
+        } else {
+            rocksdb::WriteOptions::default()
+        };
         self.db
             .put_cf_opt(
                 self.cf(self.config.raft_cf)?,
                 self.key(name),
                 bytes,
-                &synced(),
+                &options,
             )
             .map_err(|e| io(StorageIOError::write(&e)))
     }
@@ -225,7 +231,8 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        self.put_meta(KEY_VOTE, encode_vote(vote))
+        // A vote must survive a crash: a node that forgets it could vote twice in a term.
+        self.put_meta(KEY_VOTE, encode_vote(vote), true)
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
@@ -233,7 +240,14 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_meta(KEY_COMMITTED, encode_maybe_log_id(committed.as_ref()))
+        // Not synced: the commit point only saves re-deriving it after a restart, and losing
+        // the latest one is safe (openraft finds it again). Syncing it would make every commit
+        // cost a second fsync after the append's.
+        self.put_meta(
+            KEY_COMMITTED,
+            encode_maybe_log_id(committed.as_ref()),
+            false,
+        )
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
@@ -271,7 +285,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         // Record the purge point first: a crash in between leaves extra entries, never a hole.
-        self.put_meta(KEY_LAST_PURGED, encode_maybe_log_id(Some(&log_id)))?;
+        self.put_meta(KEY_LAST_PURGED, encode_maybe_log_id(Some(&log_id)), true)?;
         self.delete_range(0, log_id.index.saturating_add(1))
     }
 }
