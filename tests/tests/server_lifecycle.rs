@@ -289,3 +289,81 @@ async fn a_second_signal_exits_at_once() -> anyhow::Result<()> {
     assert_eq!(body["node_id"], "N1:2");
     Ok(())
 }
+
+/// Reads until the server closes the connection (EOF or a reset); `Err` if it stays open.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .context("the server kept the connection open")
+}
+
+#[tokio::test]
+async fn connections_that_start_no_request_are_closed_and_their_number_is_bounded()
+-> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir()?;
+    let mut node = NodeSpec::new(tmp.path(), "n1")
+        .env("REPRISE_HTTP__HEADER_READ_TIMEOUT", "1s")
+        .env("REPRISE_HTTP__MAX_CONNECTIONS", "60")
+        .spawn()?;
+    let admin = node.wait_ready().await?.admin.context("admin role")?;
+
+    // Silent connections, half a request head, and half the HTTP/2 preface.
+    let mut idle = Vec::new();
+    for n in 0..45 {
+        let mut stream = tokio::net::TcpStream::connect(admin).await?;
+        match n % 3 {
+            0 => {}
+            1 => {
+                stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: lo")
+                    .await?
+            }
+            _ => stream.write_all(b"PRI * HTTP/2.0\r\n").await?,
+        }
+        idle.push(stream);
+    }
+    // Past the limit, a new connection is closed at once, while the others still hold theirs.
+    let mut extra = Vec::new();
+    for _ in 0..30 {
+        extra.push(tokio::net::TcpStream::connect(admin).await?);
+    }
+    let mut closed_at_once = 0;
+    for stream in &mut extra {
+        if closed_within(stream, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 15,
+        "only {closed_at_once} of 30 connections over the limit of 60 were refused"
+    );
+    // Every connection that started no request is closed after the header read timeout.
+    for stream in &mut idle {
+        closed_within(stream, Duration::from_secs(10)).await?;
+    }
+    // An idle HTTP/1.1 keep-alive connection goes the same way, after a request it completed.
+    let mut kept = tokio::net::TcpStream::connect(admin).await?;
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    closed_within(&mut kept, Duration::from_secs(10)).await?;
+    // And the node serves as before.
+    let (status, _) = node.node_health().await?;
+    assert_eq!(status, 200);
+    node.signal(Signal::SIGTERM)?;
+    let exit = node.wait_exit(STOP_TIMEOUT).await?;
+    assert_eq!(exit.code(), Some(0), "{}", node.logs());
+    Ok(())
+}

@@ -26,8 +26,8 @@ pub use nodes::{
     MetadataServerState, NodeConfig, NodeEntry, NodesConfigError, NodesConfiguration, WorkerState,
 };
 pub use options::{
-    AdminOptions, Configuration, IngressOptions, InvokerOptions, LogFormat, RetryPolicy,
-    WorkerOptions,
+    AdminOptions, Configuration, HttpOptions, IngressOptions, InvokerOptions, LogFormat,
+    RetryPolicy, WorkerOptions,
 };
 pub use roles::{Role, RoleSet};
 pub use units::{ByteCount, FriendlyDuration};

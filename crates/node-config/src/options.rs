@@ -42,6 +42,7 @@ pub struct Configuration {
     #[serde(deserialize_with = "text::deserialize")]
     pub log_filter: String,
     pub log_format: LogFormat,
+    pub http: HttpOptions,
     pub ingress: IngressOptions,
     pub admin: AdminOptions,
     pub worker: WorkerOptions,
@@ -61,6 +62,7 @@ impl Default for Configuration {
             shutdown_timeout: FriendlyDuration::from_secs(60),
             log_filter: "info,openraft=warn".to_owned(),
             log_format: LogFormat::Pretty,
+            http: HttpOptions::default(),
             ingress: IngressOptions::default(),
             admin: AdminOptions::default(),
             worker: WorkerOptions::default(),
@@ -114,6 +116,31 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+/// What a client may hold of the node's HTTP listeners (ingress, admin, node port).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpOptions {
+    /// How long a client may take to send a request head: from the connection's start, and on
+    /// an HTTP/1.1 connection from the end of the previous response (so it is also how long an
+    /// idle keep-alive connection stays open).
+    pub header_read_timeout: FriendlyDuration,
+    /// An HTTP/2 connection is pinged when it has been quiet this long, and closed when the
+    /// ping is not answered within as long again.
+    pub http2_keep_alive_interval: FriendlyDuration,
+    /// Connections each listener keeps open at once; one more is closed right away.
+    pub max_connections: u32,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: FriendlyDuration::from_secs(10),
+            http2_keep_alive_interval: FriendlyDuration::from_secs(20),
+            max_connections: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -98,6 +98,20 @@ impl Configuration {
                 format!("uses the same address as `{other_key}`: give each listener its own port"),
             );
         }
+        for (key, value) in [
+            ("http.header-read-timeout", self.http.header_read_timeout),
+            (
+                "http.http2-keep-alive-interval",
+                self.http.http2_keep_alive_interval,
+            ),
+        ] {
+            if value.as_duration().is_zero() {
+                bad(key, "must be longer than 0s".to_owned());
+            }
+        }
+        if self.http.max_connections == 0 {
+            bad("http.max-connections", "must be at least 1".to_owned());
+        }
         if self.ingress.request_size_limit.as_u64() == 0 {
             bad(
                 "ingress.request-size-limit",

@@ -161,7 +161,13 @@ impl Node {
                 ),
             };
             let stop = stop.clone();
-            tasks.spawn(async move { (kind, http_server::serve(listener, router, stop).await) });
+            let limits = http_server::HttpLimits::from_options(&config.http);
+            tasks.spawn(async move {
+                (
+                    kind,
+                    http_server::serve(listener, router, limits, stop).await,
+                )
+            });
         }
         addresses
             .write(data_dir.path())
