@@ -59,7 +59,7 @@ impl Invocation {
             if !self.leads() {
                 return; // another leadership resumes it
             }
-            let in_flight = match self.partition.store().read_status(id) {
+            let in_flight = match self.partition.read_status(id).await {
                 Ok(Some(InvocationStatus::Invoked(in_flight))) => in_flight,
                 Ok(_) => return, // suspended or completed meanwhile: nothing to run
                 Err(err) => {
@@ -90,8 +90,8 @@ impl Invocation {
                     }
                     let journal = match self
                         .partition
-                        .store()
                         .read_journal(id, in_flight.journal_length)
+                        .await
                     {
                         Ok(journal) => journal,
                         Err(err) => {
@@ -99,7 +99,7 @@ impl Invocation {
                             return;
                         }
                     };
-                    let eager_state = match self.eager_state(&in_flight.target) {
+                    let eager_state = match self.eager_state(&in_flight.target).await {
                         Ok(state) => state,
                         Err(err) => {
                             error!(invocation = %id, %err, "cannot read the object's state; leaving it to the next leader");
@@ -305,7 +305,7 @@ impl Invocation {
     /// What the start message carries of the object's state: all of it, unless eager state is
     /// off, the target has no key, or the state is over the size limit (then the SDK reads
     /// entries lazily).
-    fn eager_state(
+    async fn eager_state(
         &self,
         target: &InvocationTarget,
     ) -> Result<Option<Vec<(bytes::Bytes, bytes::Bytes)>>, StorageError> {
@@ -316,8 +316,8 @@ impl Invocation {
             return Ok(None);
         }
         self.partition
-            .store()
-            .read_state_within(&object, self.config.eager_state_size_limit)
+            .read_state_within(object, self.config.eager_state_size_limit)
+            .await
     }
 
     /// Per-handler, then per-service overrides from the manifest, then the configuration.

@@ -29,6 +29,8 @@ use crate::rocksdb_store::{CF_LOG, CF_RAFT, RocksDbStore};
 
 /// Most records in one log entry.
 const MAX_BATCH: usize = 256;
+/// Most bytes of records (about) in one log entry; a larger record goes alone.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Proposals waiting for the proposer; senders wait when it is full (backpressure).
 const QUEUE: usize = 4096;
 
@@ -123,6 +125,48 @@ impl PartitionHandle {
     /// The committed rows, for reading (the invoker reads journals from here).
     pub fn store(&self) -> &RocksDbStore {
         &self.store
+    }
+
+    /// The committed status of an invocation, read on the blocking pool.
+    pub async fn read_status(
+        &self,
+        id: reprise_types::InvocationId,
+    ) -> Result<Option<crate::InvocationStatus>, crate::StorageError> {
+        let store = self.store.clone();
+        reprise_rocksdb::blocking(move || store.read_status(id)).await
+    }
+
+    /// The committed journal entries `0..length` of an invocation, read on the blocking pool.
+    pub async fn read_journal(
+        &self,
+        id: reprise_types::InvocationId,
+        length: u32,
+    ) -> Result<Vec<crate::StoredFrame>, crate::StorageError> {
+        let store = self.store.clone();
+        reprise_rocksdb::blocking(move || store.read_journal(id, length)).await
+    }
+
+    /// An object's committed state if it takes at most `limit` bytes (see
+    /// [`RocksDbStore::read_state_within`]), read on the blocking pool.
+    pub async fn read_state_within(
+        &self,
+        object: crate::ObjectId,
+        limit: usize,
+    ) -> Result<Option<Vec<(bytes::Bytes, bytes::Bytes)>>, crate::StorageError> {
+        let store = self.store.clone();
+        reprise_rocksdb::blocking(move || store.read_state_within(&object, limit)).await
+    }
+
+    /// Up to `limit` invoked invocations of the partition after `after` (see
+    /// [`RocksDbStore::invoked_in`]), read on the blocking pool.
+    pub async fn invoked_after(
+        &self,
+        after: Option<reprise_types::InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<reprise_types::InvocationId>, crate::StorageError> {
+        let store = self.store.clone();
+        let range = self.range.clone();
+        reprise_rocksdb::blocking(move || store.invoked_in(&range, after, limit)).await
     }
 
     /// Follows whether this node's raft group leads the partition: `Some(term)` while it
@@ -382,52 +426,67 @@ async fn run_proposer(
     mut queue: mpsc::Receiver<Proposal>,
 ) {
     let mut in_flight = FuturesUnordered::new();
+    // A proposal that did not fit the previous entry: the first of the next one.
+    let mut carried: Option<Proposal> = None;
     loop {
-        tokio::select! {
-            next = queue.recv() => {
-                let Some(first) = next else { break };
-                let mut records = vec![first.record];
-                let mut waiters = vec![first.committed];
-                while records.len() < MAX_BATCH {
-                    let Ok(more) = queue.try_recv() else { break };
-                    records.push(more.record);
-                    waiters.push(more.committed);
-                }
-                debug!(partition = %id, records = records.len(), "proposing");
-                let batch = RecordBatch {
-                    records,
-                    proposed_at: MillisSinceEpoch::now(),
-                };
-                match raft.client_write_ff(batch).await {
-                    Ok(response) => in_flight.push(async move {
-                        let result = match response.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
-                                Err(ProposeError::NotLeader(id))
-                            }
-                            Ok(Err(err)) => Err(ProposeError::Unavailable {
-                                partition: id,
-                                reason: err.to_string(),
-                            }),
-                            Err(_) => Err(stopped(id)),
-                        };
-                        for waiter in waiters {
-                            // The proposer gave up waiting; the record still applies.
-                            let _ = waiter.send(result.clone());
-                        }
-                    }),
-                    Err(fatal) => {
-                        let err = ProposeError::Unavailable {
-                            partition: id,
-                            reason: fatal.to_string(),
-                        };
-                        for waiter in waiters {
-                            let _ = waiter.send(Err(err.clone()));
-                        }
+        let first = match carried.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                next = queue.recv() => match next {
+                    Some(first) => first,
+                    None => break,
+                },
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+            },
+        };
+        let mut bytes = first.record.approximate_size();
+        let mut records = vec![first.record];
+        let mut waiters = vec![first.committed];
+        // Whatever else waits joins the entry, up to a count and a size; the record that would
+        // pass the size waits for the next entry.
+        while records.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let Ok(more) = queue.try_recv() else { break };
+            let size = more.record.approximate_size();
+            if bytes + size > MAX_BATCH_BYTES {
+                carried = Some(more);
+                break;
+            }
+            bytes += size;
+            records.push(more.record);
+            waiters.push(more.committed);
+        }
+        debug!(partition = %id, records = records.len(), bytes, "proposing");
+        let batch = RecordBatch {
+            records,
+            proposed_at: MillisSinceEpoch::now(),
+        };
+        match raft.client_write_ff(batch).await {
+            Ok(response) => in_flight.push(async move {
+                let result = match response.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                        Err(ProposeError::NotLeader(id))
                     }
+                    Ok(Err(err)) => Err(ProposeError::Unavailable {
+                        partition: id,
+                        reason: err.to_string(),
+                    }),
+                    Err(_) => Err(stopped(id)),
+                };
+                for waiter in waiters {
+                    // The proposer gave up waiting; the record still applies.
+                    let _ = waiter.send(result.clone());
+                }
+            }),
+            Err(fatal) => {
+                let err = ProposeError::Unavailable {
+                    partition: id,
+                    reason: fatal.to_string(),
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(Err(err.clone()));
                 }
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
         }
     }
     while in_flight.next().await.is_some() {}

@@ -247,39 +247,58 @@ impl RaftStateMachine<PartitionTypes> for PartitionStateMachine {
         I: IntoIterator<Item = Entry<PartitionTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // The records are applied, and their batch written, on the blocking pool: applying
+        // reads the tables, and neither reads nor writes of RocksDB belong on the runtime's
+        // worker threads.
+        let entries: Vec<Entry<PartitionTypes>> = entries.into_iter().collect();
         let store = self.store.clone();
-        let mut transaction = store.transaction(*self.range.start());
-        let mut actions = Vec::new();
-        let mut responses = Vec::new();
-        for entry in entries {
-            self.applied = Some(entry.log_id);
-            match &entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    let ctx = ApplyContext {
-                        now: batch.proposed_at,
-                    };
-                    for record in &batch.records {
-                        actions
-                            .extend(apply(&mut transaction, record, ctx).map_err(storage_failure)?);
+        let start = *self.range.start();
+        let applied = reprise_rocksdb::blocking(move || {
+            let mut transaction = store.transaction(start);
+            let mut actions = Vec::new();
+            let mut position = None;
+            let mut membership = None;
+            for entry in &entries {
+                position = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(batch) => {
+                        let ctx = ApplyContext {
+                            now: batch.proposed_at,
+                        };
+                        for record in &batch.records {
+                            actions.extend(apply(&mut transaction, record, ctx)?);
+                        }
+                    }
+                    EntryPayload::Membership(changed) => {
+                        membership =
+                            Some(StoredMembership::new(Some(entry.log_id), changed.clone()));
                     }
                 }
-                EntryPayload::Membership(membership) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
-                }
             }
-            responses.push(());
+            let batch = transaction.into_batch()?;
+            Ok::<_, crate::StorageError>((batch, actions, position, membership, entries.len()))
+        })
+        .await;
+        let (mut batch, actions, position, membership, count) = applied.map_err(storage_failure)?;
+        if position.is_some() {
+            self.applied = position;
         }
-        let mut batch = transaction.into_batch().map_err(storage_failure)?;
+        if let Some(membership) = membership {
+            self.membership = membership;
+        }
         self.record_position(&mut batch)?;
-        self.write(batch, false)?;
+        let db = self.db.clone();
+        reprise_rocksdb::blocking(move || db.write(batch))
+            .await
+            .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
         // Actions only once their writes are in the database: an invoker reading the journal
         // for an `Invoke` must find what the record wrote.
         if !actions.is_empty() {
             // Nobody listening means the partition is shutting down; nothing to carry out.
             let _ = self.actions.send(actions);
         }
-        Ok(responses)
+        Ok(vec![(); count])
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -24,6 +24,48 @@ pub enum Record {
     AnnounceLeader { epoch: u64 },
 }
 
+impl Record {
+    /// About how many bytes the record takes in a log entry: its payloads and names, not the
+    /// exact encoding. What bounds a proposal batch by size.
+    pub fn approximate_size(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + match self {
+                Record::Invoke(invocation) => {
+                    invocation.argument.len()
+                        + invocation.target.service.len()
+                        + invocation.target.handler.len()
+                        + invocation.target.key.as_ref().map_or(0, String::len)
+                        + invocation
+                            .headers
+                            .iter()
+                            .map(|(name, value)| name.len() + value.len() + 4)
+                            .sum::<usize>()
+                }
+                Record::Effect(effect) => match &effect.kind {
+                    EffectKind::JournalEntry(frame) => frame.payload.len(),
+                    EffectKind::RunProposal {
+                        result: InvocationResult::Success(bytes),
+                        ..
+                    } => bytes.len(),
+                    EffectKind::RunProposal {
+                        result: InvocationResult::Failure { message, .. },
+                        ..
+                    }
+                    | EffectKind::AttemptFailed { message, .. }
+                    | EffectKind::GaveUp { message, .. } => message.len(),
+                    EffectKind::PinnedDeployment { deployment_id, .. } => deployment_id.len(),
+                    EffectKind::Suspended {
+                        waiting_named_signals,
+                        ..
+                    } => waiting_named_signals.iter().map(String::len).sum(),
+                    EffectKind::End => 0,
+                },
+                Record::TimerFired(_) | Record::AnnounceLeader { .. } => 0,
+            }
+    }
+}
+
 /// A durable timer: at or after `wake_at`, does `kind` to the invocation. Ordered by time
 /// first, which is the order timers fire in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

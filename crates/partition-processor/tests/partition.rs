@@ -229,3 +229,37 @@ async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
     );
     partition.shutdown().await.expect("stop");
 }
+
+#[tokio::test]
+async fn proposal_batches_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
+    let partition = Partition::start(options(dir.path(), &store, 1))
+        .await
+        .expect("start");
+    let handle = partition.handle();
+    handle
+        .wait_for_leadership(Duration::from_secs(10))
+        .await
+        .expect("leads");
+    let last_index = || partition.metrics().last_log_index.unwrap_or(0);
+    let before = last_index();
+    // Three records of 3 MB queued at once: no two fit one entry's 4 MiB.
+    let mut committed = Vec::new();
+    for n in 0..3u64 {
+        let id = InvocationId::new(PartitionKey::new(u64::MAX / 4 + n), u128::from(n));
+        let Record::Invoke(invocation) = invocation(id) else {
+            unreachable!("invocation() makes an Invoke record")
+        };
+        let large = Record::Invoke(ServiceInvocation {
+            argument: Bytes::from(vec![b'x'; 3_000_000]),
+            ..invocation
+        });
+        committed.push(handle.enqueue(large).await.expect("queued"));
+    }
+    for proposal in committed {
+        proposal.wait().await.expect("committed");
+    }
+    assert_eq!(last_index() - before, 3, "one entry per large record");
+    partition.shutdown().await.expect("stop");
+}

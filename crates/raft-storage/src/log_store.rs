@@ -259,7 +259,8 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // One synced batch for everything openraft hands us at once: group commit.
+        // One synced batch for everything openraft hands us at once: group commit. The write
+        // (and its fsync) runs on the blocking pool, not on the runtime's worker threads.
         let mut batch = WriteBatch::default();
         let cf = self.cf(self.config.log_cf)?;
         for entry in entries {
@@ -269,7 +270,8 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
                 encode_entry(&entry),
             );
         }
-        let result = self.db.write_opt(batch, &synced());
+        let db = self.db.clone();
+        let result = crate::blocking(move || db.write_opt(batch, &synced())).await;
         let outcome = result
             .as_ref()
             .map(|_| ())

@@ -260,7 +260,7 @@ async fn actuate(
                     Ok(epoch) => {
                         announce_retry = None;
                         leads = Some(epoch);
-                        resume_all(&partition, epoch, &invoker);
+                        resume_all(&partition, epoch, &invoker).await;
                         if let Err(err) = timers.load() {
                             error!(partition = %partition.id(), %err, "cannot load the partition's timers");
                         }
@@ -327,12 +327,11 @@ const RESUME_PAGE: usize = 256;
 /// On becoming leader: every invocation that was running runs again. The ids come from the
 /// partition's index of invoked invocations, a page at a time, so completed and suspended
 /// invocations are never read; the invoker reads each one's journal only once it has a slot.
-fn resume_all(partition: &PartitionHandle, epoch: u64, invoker: &InvokerHandle) {
-    let range = partition.range();
+async fn resume_all(partition: &PartitionHandle, epoch: u64, invoker: &InvokerHandle) {
     let mut after = None;
     let mut resumed = 0usize;
     loop {
-        let page = match partition.store().invoked_in(&range, after, RESUME_PAGE) {
+        let page = match partition.invoked_after(after, RESUME_PAGE).await {
             Ok(page) => page,
             Err(err) => {
                 error!(partition = %partition.id(), %err, resumed, "cannot read the partition's invoked invocations to resume them");
