@@ -70,8 +70,12 @@ pub(crate) struct Report {
     pub(crate) made_progress: bool,
 }
 
+/// An attempt idle this long while invocations wait for a slot suspends to free its own.
+const YIELD_WHEN_IDLE: Duration = Duration::from_millis(200);
+
 pub(crate) struct Attempt<'a> {
     pub(crate) config: &'a Config,
+    pub(crate) slots: &'a crate::slots::Slots,
     pub(crate) client: &'a ServiceClient,
     pub(crate) partition: &'a PartitionHandle,
     pub(crate) invocation_id: InvocationId,
@@ -302,6 +306,15 @@ impl Attempt<'_> {
                     }
                     last_activity = Instant::now();
                     deadline = last_activity + self.inactivity_timeout;
+                }
+                // Others wait for a slot: look again whether this attempt should give its up.
+                _ = self.slots.contention(), if input.is_some() => {}
+                _ = sleep_until(last_activity + YIELD_WHEN_IDLE), if input.is_some() && self.slots.contended() => {
+                    // Idle while others wait for a slot: close the input, so the deployment
+                    // suspends (it resumes when what it waits for arrives) and frees the slot.
+                    debug!(invocation = %self.invocation_id, "idle while invocations wait for a slot: closing the input");
+                    input = None;
+                    deadline = Instant::now() + self.abort_timeout;
                 }
                 _ = sleep_until(deadline) => {
                     if input.take().is_some() {

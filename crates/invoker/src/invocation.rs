@@ -14,7 +14,7 @@ use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::ServiceClient;
 use reprise_service_protocol::ServiceProtocolVersion;
 use reprise_types::{DeploymentId, InvocationId};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -26,7 +26,7 @@ pub(crate) struct Invocation {
     pub(crate) config: Arc<Config>,
     pub(crate) client: ServiceClient,
     pub(crate) schema: SchemaView,
-    pub(crate) concurrency: Arc<Semaphore>,
+    pub(crate) concurrency: Arc<crate::slots::Slots>,
     pub(crate) partition: PartitionHandle,
     /// The leadership this task works for; it stops when the partition has another.
     pub(crate) epoch: u64,
@@ -50,11 +50,11 @@ impl Invocation {
             // The slot comes first: an invocation waiting for one holds no status, journal or
             // state in memory, so many waiting invocations cost little.
             let permit = tokio::select! {
-                permit = self.concurrency.clone().acquire_owned() => permit,
+                permit = self.concurrency.acquire() => permit,
                 _ = self.cancel.cancelled() => return,
             };
-            let Ok(permit) = permit else {
-                return; // the semaphore is closed: the invoker is stopping
+            let Some(permit) = permit else {
+                return; // the slots are closed: the invoker is stopping
             };
             if !self.leads() {
                 return; // another leadership resumes it
@@ -110,6 +110,7 @@ impl Invocation {
                         self.timeouts(&deployment, &in_flight.target);
                     let attempt = Attempt {
                         config: &self.config,
+                        slots: &self.concurrency,
                         client: &self.client,
                         partition: &self.partition,
                         invocation_id: id,

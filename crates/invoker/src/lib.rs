@@ -7,11 +7,14 @@
 //!
 //! Failed attempts are retried with the configured exponential backoff; the number of
 //! attempts running at once is bounded by `concurrent-invocations-limit` (an invocation waiting
-//! for its backoff holds no slot).
+//! for its backoff holds no slot). While invocations wait for a slot, a running attempt that has
+//! been idle for a moment (it waits for a timer or a completion) is asked to suspend, so waiting
+//! invocations cannot keep the slots from those with work to do.
 
 mod attempt;
 mod body;
 mod invocation;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use reprise_partition_processor::{PartitionHandle, StoredFrame};
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
 use reprise_types::{InvocationId, PartitionId};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
@@ -165,7 +168,7 @@ impl Invoker {
     /// Runs until `shutdown`; then stops every attempt (they are resumed by the next leader:
     /// nothing they proposed is lost) and returns once all have ended.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let concurrency = Arc::new(Semaphore::new(self.config.concurrent_invocations_limit));
+        let concurrency = Arc::new(slots::Slots::new(self.config.concurrent_invocations_limit));
         let mut running: HashMap<InvocationId, Running> = HashMap::new();
         let mut tasks: JoinSet<InvocationId> = JoinSet::new();
         let mut task_ids = HashMap::new();
@@ -242,7 +245,7 @@ impl Invoker {
 
     fn spawn_task(
         &self,
-        concurrency: &Arc<Semaphore>,
+        concurrency: &Arc<slots::Slots>,
         shutdown: &CancellationToken,
         partition: PartitionHandle,
         epoch: u64,
