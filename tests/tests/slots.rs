@@ -57,3 +57,43 @@ async fn sleepers_give_their_slots_to_waiting_calls() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// More open invocation streams than one HTTP/2 connection to the deployment carries (the
+/// Rust SDK's server allows 200): a new call goes over another connection instead of queueing
+/// behind them until their inactivity timeout.
+#[tokio::test]
+async fn streams_past_one_connection_s_limit_use_another_connection() -> anyhow::Result<()> {
+    let setup = Setup::start(SERVICES_BIN, &QUICK_RETRIES).await?;
+    let sleepers = 300;
+    let sends: Vec<_> = (0..sleepers)
+        .map(|n| {
+            let client = setup.client.clone();
+            let url = format!("{}/Sleeper/many-{n}/sleep/send", setup.ingress);
+            tokio::spawn(async move {
+                let response = client.post(url).json(&json!(3_600_000)).send().await?;
+                anyhow::ensure!(
+                    response.status() == 202,
+                    "send answered {}",
+                    response.status()
+                );
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for send in sends {
+        send.await??;
+    }
+    let started = std::time::Instant::now();
+    let echo = tokio::time::timeout(
+        Duration::from_secs(10),
+        setup.ok("/TestUtilsService/echo", &json!("past the streams")),
+    )
+    .await;
+    anyhow::ensure!(
+        echo.is_ok(),
+        "a call waited {:?} behind {sleepers} open streams",
+        started.elapsed()
+    );
+    assert_eq!(echo??, json!("past the streams"));
+    Ok(())
+}

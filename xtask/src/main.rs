@@ -9,7 +9,8 @@
 //! - `cargo xtask bench [-- <bench flags>]`: release builds of the server and the SDK test
 //!   services, then `reprise-bench` (requests/s and latency of request-response calls — a
 //!   stateless echo, `Counter.add` over 1 000 keys and on one hot key — at concurrency 1, 16
-//!   and 128); writes `target/bench/results.json`.
+//!   and 128), then a history of a million completed invocations and a hundred thousand
+//!   sleepers, each followed by a restart; writes `target/bench/results.json`.
 //! - `cargo xtask prerequisites`: only the install step.
 
 mod prerequisites;
@@ -25,8 +26,10 @@ commands:
   run [-- <flags>]   build and start reprise-server (release) with its embedded defaults
   test               run every test, end-to-end ones included
   ci                 cargo fmt --check, cargo clippy -D warnings, then test
-  bench [-- <flags>] measure request-response calls (release build); flags: --duration SECS,
-                     --warmup SECS, --concurrency 1,16,128, --out FILE
+  bench [-- <flags>] measure request-response calls and a node's history (release build);
+                     flags: --duration SECS, --warmup SECS, --concurrency 1,16,128,
+                     --workloads echo,counter-keys,counter-hot|none, --history N (1000000),
+                     --sleepers N (100000), --out FILE
   prerequisites      install what the build needs beyond cargo (libclang, protoc)";
 
 fn main() -> anyhow::Result<()> {

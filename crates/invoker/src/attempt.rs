@@ -332,7 +332,10 @@ impl Attempt<'_> {
         }
     }
 
-    fn check_head(&self, response: &http::Response<hyper::body::Incoming>) -> Result<(), Failure> {
+    fn check_head(
+        &self,
+        response: &http::Response<reprise_service_client::ResponseBody>,
+    ) -> Result<(), Failure> {
         let status = response.status();
         if !status.is_success() {
             let what = match status {

@@ -7,6 +7,9 @@
 //! Reprise understands, a bounded wait and a bounded response body, and returns the checked
 //! [`Endpoint`]. Every failure says what went wrong in words an operator can act on.
 
+mod lanes;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,10 +75,13 @@ pub struct Discovered {
     pub sdk_version: Option<String>,
 }
 
+pub use lanes::{ResponseBody, STREAMS_PER_CONNECTION};
+
 /// Cheap to clone; clones share the connection pools.
 #[derive(Clone)]
 pub struct ServiceClient {
-    cleartext: Client<HttpConnector, RequestBody>,
+    /// Requests over h2c, spread over as many connections as they need.
+    lanes: Arc<lanes::Lanes>,
     tls: Client<HttpsConnector<HttpConnector>, RequestBody>,
     options: ServiceClientOptions,
 }
@@ -86,9 +92,7 @@ impl ServiceClient {
         http.set_connect_timeout(Some(options.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let cleartext = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(http.clone());
+        let lanes = lanes::Lanes::new(http.clone());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()?
             .https_or_http()
@@ -96,21 +100,23 @@ impl ServiceClient {
             .wrap_connector(http);
         let tls = Client::builder(TokioExecutor::new()).build(https);
         Ok(Self {
-            cleartext,
+            lanes,
             tls,
             options,
         })
     }
 
-    /// Sends `request` to a deployment, choosing h2c or TLS by the URI's scheme.
+    /// Sends an invocation stream to a deployment: over TLS for `https://`, else over h2c on
+    /// the least busy of the deployment's connections ([`lanes`]).
     pub async fn send(
         &self,
         request: Request<RequestBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    ) -> Result<http::Response<ResponseBody>, SendError> {
         if request.uri().scheme_str() == Some("https") {
-            self.tls.request(request).await
+            let response = self.tls.request(request).await?;
+            Ok(response.map(ResponseBody::untracked))
         } else {
-            self.cleartext.request(request).await
+            self.lanes.send(request).await
         }
     }
 

@@ -6,10 +6,17 @@
 //! - `counter-keys`: `Counter/<key>/add` spread over 1 000 keys (state, one lock per key);
 //! - `counter-hot`: `Counter/hot/add` on one key, so every call waits its turn in the inbox.
 //!
+//! Then it builds a history of `--history N` completed invocations (1 000 000) and restarts the
+//! node, and restarts a node with `--sleepers N` sleeping invocations (100 000); 0 skips either
+//! ([`history`]).
+//!
 //! Prints a table and writes the figures, with the machine they were measured on, as JSON.
 //!
 //! Usage: `reprise-bench --services <test-services binary> [--out FILE] [--duration SECS]
-//! [--warmup SECS] [--concurrency 1,16,128] [--workloads echo,counter-keys,counter-hot]`.
+//! [--warmup SECS] [--concurrency 1,16,128] [--workloads echo,counter-keys,counter-hot]
+//! [--history N] [--sleepers N]` (`--workloads none` runs only the history workloads).
+
+mod history;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +33,8 @@ struct Args {
     warmup: Duration,
     concurrency: Vec<usize>,
     workloads: Vec<Workload>,
+    history: Option<u64>,
+    sleepers: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +91,9 @@ fn parse_args() -> anyhow::Result<Args> {
         warmup: Duration::from_secs(2),
         concurrency: vec![1, 16, 128],
         workloads: Workload::ALL.to_vec(),
+        // The figures: a million completed invocations, a hundred thousand sleepers.
+        history: Some(1_000_000),
+        sleepers: Some(100_000),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,11 +110,18 @@ fn parse_args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()
                     .context("--concurrency takes a list such as 1,16,128")?;
             }
+            "--history" => args.history = Some(value()?.parse::<u64>()?).filter(|n| *n > 0),
+            "--sleepers" => args.sleepers = Some(value()?.parse::<u64>()?).filter(|n| *n > 0),
             "--workloads" => {
-                args.workloads = value()?
-                    .split(',')
-                    .map(|name| Workload::parse(name.trim()))
-                    .collect::<Result<_, _>>()?;
+                let names = value()?;
+                args.workloads = if names == "none" {
+                    Vec::new()
+                } else {
+                    names
+                        .split(',')
+                        .map(|name| Workload::parse(name.trim()))
+                        .collect::<Result<_, _>>()?
+                };
             }
             other => bail!("unknown flag {other}"),
         }
@@ -149,6 +168,10 @@ struct Report {
     duration_seconds: u64,
     machine: Machine,
     workloads: Vec<WorkloadReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<history::HistoryReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sleepers: Option<history::SleepersReport>,
 }
 
 fn machine() -> Machine {
@@ -302,6 +325,18 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    node.signal(nix::sys::signal::Signal::SIGTERM)?;
+    node.wait_exit(Duration::from_secs(30)).await?;
+    drop(services);
+    let history = match args.history {
+        Some(count) => Some(history::history(&args.services, count, args.duration).await?),
+        None => None,
+    };
+    let sleepers = match args.sleepers {
+        Some(count) => Some(history::sleepers(&args.services, count).await?),
+        None => None,
+    };
+
     let report = Report {
         benchmark: "request-response calls through the ingress",
         measured_at_unix: std::time::SystemTime::now()
@@ -310,6 +345,8 @@ async fn main() -> anyhow::Result<()> {
         duration_seconds: args.duration.as_secs(),
         machine,
         workloads,
+        history,
+        sleepers,
     };
     if let Some(out) = &args.out {
         if let Some(parent) = out.parent() {
@@ -318,8 +355,6 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", out.display());
     }
-    node.signal(nix::sys::signal::Signal::SIGTERM)?;
-    node.wait_exit(Duration::from_secs(30)).await?;
     Ok(())
 }
 
