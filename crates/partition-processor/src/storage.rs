@@ -37,7 +37,7 @@ pub trait PartitionStore {
         index: u32,
         entry: StoredFrame,
     ) -> Result<(), StorageError>;
-    /// Removes entries `0..length` of the invocation's journal.
+    /// Removes the invocation's journal (its `length` entries, whatever it says).
     fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError>;
 
     /// One state entry of a virtual object (or workflow).
@@ -157,9 +157,14 @@ impl PartitionStore for MemoryStore {
         Ok(())
     }
 
-    fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError> {
-        for index in 0..length {
-            self.journals.remove(&(id, index));
+    fn delete_journal(&mut self, id: InvocationId, _length: u32) -> Result<(), StorageError> {
+        let entries: Vec<(InvocationId, u32)> = self
+            .journals
+            .range((id, 0)..=(id, u32::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in entries {
+            self.journals.remove(&key);
         }
         Ok(())
     }

@@ -6,9 +6,9 @@ mod support;
 
 use bytes::Bytes;
 use reprise_partition_processor::{
-    Action, EffectKind, HandlerType, InvocationResult, InvocationTarget, MemoryStore, ObjectId,
-    PartitionStore, Record, ResponseSink, Retention, RocksDbStore, ServiceInvocation, TimerKey,
-    TimerKind,
+    Action, EffectKind, HandlerType, InvocationResult, InvocationStatus, InvocationTarget,
+    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, Retention, RocksDbStore,
+    ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
@@ -307,4 +307,33 @@ fn an_uncommitted_batch_leaves_nothing_behind() {
     }
     let store = RocksDbStore::open(tmp.path()).expect("reopen");
     assert_eq!(store.to_memory().expect("dump"), MemoryStore::default());
+}
+
+#[test]
+fn a_journal_goes_whole_whatever_length_its_status_claims() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = RocksDbStore::open(tmp.path()).expect("open");
+    let mut txn = store.transaction(PartitionKey::MIN);
+    apply_fenced(&mut txn, &invoke(1));
+    txn.commit().expect("commit");
+    // A damaged status that claims four billion journal entries: removing the journal is one
+    // range, not a loop over the claimed length.
+    let mut txn = store.transaction(PartitionKey::MIN);
+    let Some(InvocationStatus::Invoked(mut in_flight)) = txn.status(id(1)).expect("read") else {
+        panic!("invoked");
+    };
+    in_flight.journal_length = u32::MAX;
+    txn.put_status(id(1), InvocationStatus::Invoked(in_flight))
+        .expect("put");
+    txn.delete_journal(id(1), u32::MAX).expect("delete");
+    assert_eq!(txn.journal_entry(id(1), 0).expect("read"), None);
+    // A new entry written after the deletion, in the same batch, stays.
+    let entry = StoredFrame {
+        ty: 0x0400,
+        payload: Bytes::from_static(b"after"),
+    };
+    txn.put_journal_entry(id(1), 0, entry.clone()).expect("put");
+    txn.commit().expect("commit");
+    let txn = store.transaction(PartitionKey::MIN);
+    assert_eq!(txn.journal_entry(id(1), 0).expect("read"), Some(entry));
 }

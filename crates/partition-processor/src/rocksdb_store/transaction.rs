@@ -17,12 +17,15 @@ use crate::record::{StoredFrame, TimerKey};
 use crate::status::{InvocationStatus, ObjectLock};
 use crate::storage::{ObjectId, PartitionStore, StorageError};
 
-/// Pending writes by table and key: `Some` is a put, `None` a delete.
+/// Pending writes by table and key: `Some` is a put, `None` a delete; and ranges deleted whole.
 pub struct Transaction<'a> {
     store: &'a RocksDbStore,
     /// The partition whose timers this transaction writes (its first key).
     timer_scope: PartitionKey,
     pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// `from..to` of a table, deleted. Written before `pending`, which holds only writes made
+    /// after the range was deleted (earlier ones in it are dropped when it is).
+    deleted_ranges: Vec<(Table, Vec<u8>, Vec<u8>)>,
 }
 
 impl<'a> Transaction<'a> {
@@ -31,6 +34,7 @@ impl<'a> Transaction<'a> {
             store,
             timer_scope,
             pending: BTreeMap::new(),
+            deleted_ranges: Vec::new(),
         }
     }
 
@@ -50,6 +54,9 @@ impl<'a> Transaction<'a> {
     /// state machine adds its applied position) and writes it.
     pub fn into_batch(self) -> Result<WriteBatch, StorageError> {
         let mut batch = WriteBatch::default();
+        for (table, from, to) in &self.deleted_ranges {
+            batch.delete_range_cf(self.store.cf(*table)?, from, to);
+        }
         for ((table, key), value) in &self.pending {
             let cf = self.store.cf(*table)?;
             match value {
@@ -63,6 +70,12 @@ impl<'a> Transaction<'a> {
     fn get(&self, table: Table, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
         if let Some(pending) = self.pending.get(&(table, key.clone())) {
             return Ok(pending.clone());
+        }
+        let deleted = self.deleted_ranges.iter().any(|(t, from, to)| {
+            *t == table && from.as_slice() <= key.as_slice() && key.as_slice() < to.as_slice()
+        });
+        if deleted {
+            return Ok(None);
         }
         self.store.get_raw(table, &key)
     }
@@ -87,6 +100,19 @@ impl<'a> Transaction<'a> {
 
     fn delete(&mut self, table: Table, key: Vec<u8>) {
         self.pending.insert((table, key), None);
+    }
+
+    /// Deletes every row of `table` in `from..to`, whatever their number.
+    fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
+        let superseded: Vec<(Table, Vec<u8>)> = self
+            .pending
+            .range((table, from.clone())..(table, to.clone()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in superseded {
+            self.pending.remove(&key);
+        }
+        self.deleted_ranges.push((table, from, to));
     }
 }
 
@@ -152,10 +178,12 @@ impl PartitionStore for Transaction<'_> {
         Ok(())
     }
 
-    fn delete_journal(&mut self, id: InvocationId, length: u32) -> Result<(), StorageError> {
-        for index in 0..length {
-            self.delete(Table::Journal, journal_key(id, index));
-        }
+    fn delete_journal(&mut self, id: InvocationId, _length: u32) -> Result<(), StorageError> {
+        // One range for the whole journal: no loop over a stored length.
+        let from = journal_key(id, 0);
+        let mut to = id.to_bytes().to_vec();
+        to.extend_from_slice(&[0xff; 5]);
+        self.delete_range(Table::Journal, from, to);
         Ok(())
     }
 
