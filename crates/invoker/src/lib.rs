@@ -120,9 +120,20 @@ impl Config {
 #[derive(Clone)]
 pub struct InvokerHandle {
     commands: mpsc::UnboundedSender<InvokerCommand>,
+    slots: Arc<slots::Slots>,
+    limit: usize,
 }
 
 impl InvokerHandle {
+    /// Waits until fewer invocations wait for a slot than there are slots: a partition that
+    /// resumes many invocations hands them over at the pace they can run, so what waits in the
+    /// invoker stays bounded by its concurrency limit.
+    pub async fn has_room(&self) {
+        while self.slots.waiting() >= self.limit {
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+    }
+
     /// Hands over a command; after the invoker stopped, commands are dropped (the partition
     /// leaders stop with it).
     pub fn send(&self, command: InvokerCommand) {
@@ -130,7 +141,11 @@ impl InvokerHandle {
     }
 }
 
+/// How often [`InvokerHandle::has_room`] looks again.
+const ROOM_POLL: Duration = Duration::from_millis(10);
+
 pub struct Invoker {
+    slots: Arc<slots::Slots>,
     config: Arc<Config>,
     client: ServiceClient,
     schema: SchemaView,
@@ -150,13 +165,18 @@ struct Running {
 impl Invoker {
     pub fn new(config: Config, client: ServiceClient, schema: SchemaView) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let limit = config.concurrent_invocations_limit;
+        let slots = Arc::new(slots::Slots::new(limit));
         Self {
+            slots: slots.clone(),
             config: Arc::new(config),
             client,
             schema,
             commands,
             handle: InvokerHandle {
                 commands: commands_tx,
+                slots,
+                limit,
             },
         }
     }
@@ -168,7 +188,7 @@ impl Invoker {
     /// Runs until `shutdown`; then stops every attempt (they are resumed by the next leader:
     /// nothing they proposed is lost) and returns once all have ended.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let concurrency = Arc::new(slots::Slots::new(self.config.concurrent_invocations_limit));
+        let concurrency = self.slots.clone();
         let mut running: HashMap<InvocationId, Running> = HashMap::new();
         let mut tasks: JoinSet<InvocationId> = JoinSet::new();
         let mut task_ids = HashMap::new();

@@ -32,6 +32,11 @@ impl Slots {
         self.semaphore.clone().acquire_owned().await.ok()
     }
 
+    /// How many invocations wait for a slot.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// Whether an invocation waits for a slot.
     pub(crate) fn contended(&self) -> bool {
         self.waiting.load(Ordering::SeqCst) > 0

@@ -236,6 +236,9 @@ async fn actuate(
     // Leadership may have been won before this task subscribed: act on the current value too.
     let mut changed = true;
     let mut announce_retry: Option<tokio::time::Instant> = None;
+    // The task resuming the current epoch's invocations; dropping it (the epoch ended, or the
+    // actuator stops) aborts it.
+    let mut _resuming: Option<AbortOnDrop> = None;
     loop {
         if changed {
             changed = false;
@@ -251,6 +254,7 @@ async fn actuate(
                     epoch: old,
                 });
                 timers.clear();
+                _resuming = None;
                 leads = None;
                 partition.relinquish();
                 info!(partition = %partition.id(), epoch = old, "leadership epoch ended");
@@ -260,7 +264,10 @@ async fn actuate(
                     Ok(epoch) => {
                         announce_retry = None;
                         leads = Some(epoch);
-                        resume_all(&partition, epoch, &invoker).await;
+                        let (resumed, resumer) = (partition.clone(), invoker.clone());
+                        _resuming = Some(AbortOnDrop(tokio::spawn(async move {
+                            resume_all(&resumed, epoch, &resumer).await;
+                        })));
                         if let Err(err) = timers.load() {
                             error!(partition = %partition.id(), %err, "cannot load the partition's timers");
                         }
@@ -324,13 +331,26 @@ async fn fire_due(partition: &PartitionHandle, timers: &mut TimerWindow) {
 /// Ids read from the resume index at a time.
 const RESUME_PAGE: usize = 256;
 
+/// A task that is aborted when its owner drops this.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// On becoming leader: every invocation that was running runs again. The ids come from the
 /// partition's index of invoked invocations, a page at a time, so completed and suspended
-/// invocations are never read; the invoker reads each one's journal only once it has a slot.
+/// invocations are never read, and a page is handed over only when the invoker has room: what
+/// waits there stays bounded by its concurrency limit, however many invocations resume. The
+/// invoker reads each one's journal only once it has a slot. Runs as a task of its own, so the
+/// actuator carries out actions meanwhile.
 async fn resume_all(partition: &PartitionHandle, epoch: u64, invoker: &InvokerHandle) {
     let mut after = None;
     let mut resumed = 0usize;
     loop {
+        invoker.has_room().await;
         let page = match partition.invoked_after(after, RESUME_PAGE).await {
             Ok(page) => page,
             Err(err) => {
