@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reprise_partition_processor::{
     Action, EffectKind, Fence, HandlerType, InvocationStatus, InvocationTarget, InvokerEffect,
-    Partition, PartitionOptions, Record, RocksDbStore, ServiceInvocation,
+    Partition, PartitionHandle, PartitionOptions, Record, RocksDbStore, ServiceInvocation,
 };
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 
@@ -202,8 +202,8 @@ async fn a_restart_after_the_log_was_purged_restores_everything() {
     partition.shutdown().await.expect("stop");
 }
 
-#[tokio::test]
-async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
+/// Partition 1 on a new store, once it leads.
+async fn leading_partition() -> (tempfile::TempDir, RocksDbStore, Partition, PartitionHandle) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
     let partition = Partition::start(options(dir.path(), &store, 1))
@@ -214,6 +214,12 @@ async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
         .wait_for_leadership(Duration::from_secs(10))
         .await
         .expect("leads");
+    (dir, store, partition, handle)
+}
+
+#[tokio::test]
+async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
+    let (_dir, store, partition, handle) = leading_partition().await;
     let syncs = || reprise_rocksdb::wal_syncs(&store.db()).expect("RocksDB counts its syncs");
     let before = syncs();
     // One proposal at a time: each is its own log entry and its own commit.
@@ -232,16 +238,7 @@ async fn a_commit_costs_one_fsync_of_the_write_ahead_log() {
 
 #[tokio::test]
 async fn proposal_batches_are_bounded_in_bytes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = RocksDbStore::open(&dir.path().join("store")).expect("open");
-    let partition = Partition::start(options(dir.path(), &store, 1))
-        .await
-        .expect("start");
-    let handle = partition.handle();
-    handle
-        .wait_for_leadership(Duration::from_secs(10))
-        .await
-        .expect("leads");
+    let (_dir, _store, partition, handle) = leading_partition().await;
     let last_index = || partition.metrics().last_log_index.unwrap_or(0);
     let before = last_index();
     // Three records of 3 MB queued at once: no two fit one entry's 4 MiB.

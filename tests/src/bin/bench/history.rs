@@ -169,6 +169,26 @@ impl Bench {
     }
 }
 
+/// Registers the test services with the node whose admin API is at `admin`.
+pub async fn register(
+    client: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    services: &TestServices,
+) -> anyhow::Result<()> {
+    let registered = client
+        .post(format!("http://{admin}/deployments"))
+        .json(&serde_json::json!({"uri": services.uri()}))
+        .send()
+        .await?;
+    if registered.status() != 201 {
+        bail!(
+            "registering the services failed: {}",
+            registered.text().await?
+        );
+    }
+    Ok(())
+}
+
 /// A line of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
 fn rss_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

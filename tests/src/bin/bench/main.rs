@@ -296,17 +296,7 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
-    let registered = client
-        .post(format!("http://{admin}/deployments"))
-        .json(&serde_json::json!({"uri": services.uri()}))
-        .send()
-        .await?;
-    if registered.status() != 201 {
-        bail!(
-            "registering the services failed: {}",
-            registered.text().await?
-        );
-    }
+    history::register(&client, admin, &services).await?;
     let ingress: Arc<str> = format!("http://{ingress}").into();
 
     let machine = machine();
