@@ -382,36 +382,40 @@ fn carry_out(
     waiters: &Waiters,
     timers: &mut TimerWindow,
 ) {
-    match action {
+    match (action, leads) {
         // Responses go to whoever waits on this node, leader or not.
-        Action::Respond {
-            sink: ResponseSink::Ingress { request_id },
-            result,
-            ..
-        } => waiters.complete(request_id, result),
+        (
+            Action::Respond {
+                sink: ResponseSink::Ingress { request_id },
+                result,
+                ..
+            },
+            _,
+        ) => waiters.complete(request_id, result),
         // The rest is the leader's; a new leader rebuilds it from the rows.
-        _ if leads.is_none() => {}
-        Action::Invoke { invocation_id, .. } => {
-            if let Some(epoch) = leads {
-                invoker.send(InvokerCommand::Invoke {
-                    partition: partition.clone(),
-                    epoch,
-                    invocation_id,
-                });
-            }
+        (_, None) => {}
+        (Action::Invoke { invocation_id, .. }, Some(epoch)) => {
+            invoker.send(InvokerCommand::Invoke {
+                partition: partition.clone(),
+                epoch,
+                invocation_id,
+            })
         }
-        Action::Notify {
-            invocation_id,
-            entry_index,
-            entry,
-        } => invoker.send(InvokerCommand::Notify {
+        (
+            Action::Notify {
+                invocation_id,
+                entry_index,
+                entry,
+            },
+            Some(_),
+        ) => invoker.send(InvokerCommand::Notify {
             invocation_id,
             notification: Notification { entry_index, entry },
         }),
-        Action::AbortAttempt { invocation_id } => {
+        (Action::AbortAttempt { invocation_id }, Some(_)) => {
             invoker.send(InvokerCommand::Abort { invocation_id })
         }
-        Action::RegisterTimer(timer) => timers.add(timer),
+        (Action::RegisterTimer(timer), Some(_)) => timers.add(timer),
     }
 }
 

@@ -63,18 +63,7 @@ impl Bench {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()?;
-        let admin = addresses.admin.context("admin role")?;
-        let registered = client
-            .post(format!("http://{admin}/deployments"))
-            .json(&serde_json::json!({"uri": services.uri()}))
-            .send()
-            .await?;
-        if registered.status() != 201 {
-            bail!(
-                "registering the services failed: {}",
-                registered.text().await?
-            );
-        }
+        register(&client, addresses.admin.context("admin role")?, &services).await?;
         let ingress = format!("http://{}", addresses.ingress.context("ingress role")?).into();
         Ok(Self {
             _tmp: tmp,
