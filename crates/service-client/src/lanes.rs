@@ -20,9 +20,9 @@ use http::Request;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::quick_ack::QuickAckConnector;
 use crate::{RequestBody, SendError};
 
 /// Streams a lane's connection to one deployment carries before another lane is used: at or
@@ -33,10 +33,10 @@ const MAX_LANES: usize = 64;
 /// A quiet connection is pinged this often, and closed when a ping is not answered in as long.
 const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
-type Lane = Client<HttpConnector, RequestBody>;
+type Lane = Client<QuickAckConnector, RequestBody>;
 
 pub(crate) struct Lanes {
-    connector: HttpConnector,
+    connector: QuickAckConnector,
     state: Mutex<LaneState>,
 }
 
@@ -48,7 +48,7 @@ struct LaneState {
 }
 
 impl Lanes {
-    pub(crate) fn new(connector: HttpConnector) -> Arc<Self> {
+    pub(crate) fn new(connector: QuickAckConnector) -> Arc<Self> {
         Arc::new(Self {
             connector,
             state: Mutex::new(LaneState::default()),

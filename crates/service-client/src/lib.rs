@@ -8,6 +8,7 @@
 //! [`Endpoint`]. Every failure says what went wrong in words an operator can act on.
 
 mod lanes;
+mod quick_ack;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use quick_ack::QuickAckConnector;
 use reprise_service_protocol::{DISCOVER_ACCEPT, Endpoint, ManifestError, parse_manifest};
 
 /// The body type of requests to deployments.
@@ -82,7 +84,7 @@ pub use lanes::{ResponseBody, STREAMS_PER_CONNECTION};
 pub struct ServiceClient {
     /// Requests over h2c, spread over as many connections as they need.
     lanes: Arc<lanes::Lanes>,
-    tls: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    tls: Client<HttpsConnector<QuickAckConnector>, RequestBody>,
     options: ServiceClientOptions,
 }
 
@@ -92,6 +94,7 @@ impl ServiceClient {
         http.set_connect_timeout(Some(options.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
+        let http = QuickAckConnector(http);
         let lanes = lanes::Lanes::new(http.clone());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()?

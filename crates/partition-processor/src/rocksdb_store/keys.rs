@@ -94,6 +94,13 @@ pub fn journal_key(id: InvocationId, index: u32) -> Vec<u8> {
     key
 }
 
+/// `from..to` holding every journal key of `id`.
+pub fn journal_range(id: InvocationId) -> (Vec<u8>, Vec<u8>) {
+    let mut to = id.to_bytes().to_vec();
+    to.extend_from_slice(&[0xff; 5]);
+    (journal_key(id, 0), to)
+}
+
 pub fn decode_journal_key(key: &[u8]) -> Option<(InvocationId, u32)> {
     let (id, index) = key.split_at_checked(InvocationId::RAW_LEN)?;
     let index = u32::from_be_bytes(index.try_into().ok()?);

@@ -401,6 +401,16 @@ impl RocksDbStore {
         ))
     }
 
+    /// The keys of `table` in `from..to`.
+    fn keys_in(&self, table: Table, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut keys = Vec::new();
+        for item in self.iter(table, from.to_vec(), Some(to.to_vec()))? {
+            let (key, _) = item.map_err(|err| self.error(err))?;
+            keys.push(key.to_vec());
+        }
+        Ok(keys)
+    }
+
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf(self.cf(table)?, key)
