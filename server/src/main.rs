@@ -15,6 +15,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// jemalloc rather than the system allocator: a server's allocations come from many threads
+/// and range from a few bytes to a request body of tens of MiB; glibc's arenas fragment under
+/// that and keep freed memory (a 31 MiB call left the process ~450 MiB larger), jemalloc
+/// hands it back. The reference system makes the same choice.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Reprise: a durable execution engine for services written with the Restate SDKs.
 ///
 /// Starts a node with the roles its configuration asks for (all of them by default). Every

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use reprise_partition_processor::{
@@ -152,18 +152,7 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
             target.service, target.handler
         ))
     })?;
-    let limit = state.request_size_limit;
-    let argument = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                IngressError::TooLarge { limit }
-            } else {
-                IngressError::BadRequest(format!("cannot read the request body: {err}"))
-            }
-        })?
-        .to_bytes();
+    let argument = read_body(body, &parts.headers, state.request_size_limit).await?;
     check_input(handler, &parts.headers, &argument)?;
 
     let partition_key = match &target.key {
@@ -259,6 +248,35 @@ fn success(handler: &Handler, output: Bytes) -> Response {
             .insert(header::CONTENT_TYPE, content_type);
     }
     response
+}
+
+/// Reads a request body of at most `limit` bytes into one buffer. The buffer is sized from
+/// `content-length` (never past the limit), so a large body is copied once, chunk by chunk,
+/// rather than collected in pieces and then joined.
+async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, IngressError> {
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    if announced > limit_bytes {
+        return Err(IngressError::TooLarge { limit });
+    }
+    let mut body = Limited::new(body, limit_bytes);
+    let mut buffer = BytesMut::with_capacity(announced);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                IngressError::TooLarge { limit }
+            } else {
+                IngressError::BadRequest(format!("cannot read the request body: {err}"))
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 /// The handler's input rules: a body it does not accept is refused before it is invoked.

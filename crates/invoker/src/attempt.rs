@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use reprise_partition_processor::{
@@ -17,7 +17,9 @@ use reprise_schema::Deployment;
 use reprise_service_client::{RequestBody, SendError, ServiceClient, endpoint_path};
 use reprise_service_protocol::discovery::ProtocolMode;
 use reprise_service_protocol::proto::{self, propose_run_completion_message};
-use reprise_service_protocol::{Frame, FrameDecoder, MessageType, ServiceProtocolVersion};
+use reprise_service_protocol::{
+    Frame, FrameDecoder, FrameWriter, MessageType, ServiceProtocolVersion,
+};
 use reprise_types::InvocationId;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -191,11 +193,11 @@ impl Attempt<'_> {
     ) -> Outcome {
         let known_entries = self.journal.len() as u32;
         let (input, body) = mpsc::unbounded_channel();
-        let mut replay = BytesMut::new();
-        self.start_message().encode_into(&mut replay);
+        let mut replay = FrameWriter::default();
+        replay.push(&self.start_message());
         for entry in &self.journal {
             match entry.to_frame() {
-                Some(frame) => frame.encode_into(&mut replay),
+                Some(frame) => replay.push(&frame),
                 None => {
                     return Outcome::Failed(Failure::new(
                         INTERNAL,
@@ -208,7 +210,9 @@ impl Attempt<'_> {
             }
         }
         // The receiver is in the request we are about to send; it cannot be gone yet.
-        let _ = input.send(replay.freeze());
+        for chunk in replay.finish() {
+            let _ = input.send(chunk);
+        }
         let bidi = self.deployment.protocol_mode == ProtocolMode::BidiStream
             && !self.inactivity_timeout.is_zero();
         // In request/response mode the input ends with the replay; the deployment suspends
@@ -299,8 +303,10 @@ impl Attempt<'_> {
                     next_live = notification.entry_index + 1;
                     let Some(frame) = notification.entry.to_frame() else { continue };
                     trace!(invocation = %self.invocation_id, ty = %frame.ty, "sending notification");
+                    let mut writer = FrameWriter::default();
+                    writer.push(&frame);
                     if let Some(sender) = &input
-                        && sender.send(frame.encode()).is_err()
+                        && writer.finish().into_iter().any(|chunk| sender.send(chunk).is_err())
                     {
                         input = None;
                     }

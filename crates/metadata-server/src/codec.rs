@@ -36,7 +36,9 @@ fn precondition_from(
 }
 
 impl PayloadCodec for Command {
-    fn encode_payload(&self) -> Vec<u8> {
+    type Message = proto::Command;
+
+    fn to_message(&self) -> proto::Command {
         use proto::command::Command as Kind;
         let command = match self {
             Command::Put {
@@ -56,12 +58,11 @@ impl PayloadCodec for Command {
         proto::Command {
             command: Some(command),
         }
-        .encode_to_vec()
     }
 
-    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn from_message(command: proto::Command) -> Result<Self, DecodeError> {
         use proto::command::Command as Kind;
-        let command = proto::Command::decode(bytes)?
+        let command = command
             .command
             .ok_or_else(|| DecodeError::missing("a command"))?;
         Ok(match command {
@@ -118,7 +119,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                Command::decode_payload(&command.encode_payload()),
+                Command::decode_payload(command.encode_payload().into()),
                 Ok(command)
             );
         }
@@ -127,11 +128,11 @@ mod tests {
             value: Bytes::from_static(b"v"),
         };
         assert_eq!(decode_value(&encode_value(&value)), Ok(value));
-        assert!(Command::decode_payload(&[0x0a, 0x02, 0x0a]).is_err());
+        assert!(Command::decode_payload(Bytes::from_static(&[0x0a, 0x02, 0x0a])).is_err());
         // A put without its precondition.
         let put = proto::Command {
             command: Some(proto::command::Command::Put(proto::Put::default())),
         };
-        assert!(Command::decode_payload(&put.encode_to_vec()).is_err());
+        assert!(Command::decode_payload(put.encode_to_vec().into()).is_err());
     }
 }

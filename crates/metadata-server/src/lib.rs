@@ -177,14 +177,9 @@ impl MetadataServer {
             .await
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         let db = self.db;
-        tokio::task::spawn_blocking(move || {
-            db.flush_wal(true)?;
-            db.cancel_all_background_work(true);
-            Ok::<_, rocksdb::Error>(())
-        })
-        .await
-        .map_err(|e| MetadataError::Storage(e.to_string()))?
-        .map_err(|e| MetadataError::Storage(e.to_string()))
+        reprise_rocksdb::blocking(move || reprise_rocksdb::close(&db))
+            .await
+            .map_err(|e| MetadataError::Storage(e.to_string()))
     }
 }
 

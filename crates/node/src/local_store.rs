@@ -91,10 +91,7 @@ impl LocalStore {
 
     /// Flushes everything to disk and closes the database.
     pub fn close(self) -> Result<(), StoreError> {
-        self.db.flush_wal(true).map_err(|source| self.io(source))?;
-        self.db.flush().map_err(|source| self.io(source))?;
-        self.db.cancel_all_background_work(true);
-        Ok(())
+        reprise_rocksdb::close(&self.db).map_err(|source| self.io(source))
     }
 
     fn io(&self, source: rocksdb::Error) -> StoreError {

@@ -21,10 +21,11 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/reprise.partition.v1.rs"));
 }
 
-/// A value kept in a table row (or a log entry) in its binary form.
+/// A value kept in a table row (or a log entry) in its binary form. Decoding takes the row's
+/// buffer, so payloads (`bytes` fields) come out as slices of it, not copies.
 pub trait StoredValue: Sized {
     fn encode_value(&self) -> Vec<u8>;
-    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError>;
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError>;
 }
 
 fn required<T>(value: Option<T>, what: &str) -> Result<T, DecodeError> {
@@ -410,7 +411,7 @@ impl StoredValue for InvocationStatus {
         .encode_to_vec()
     }
 
-    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
         use proto::invocation_status::Status;
         let status = proto::InvocationStatus::decode(bytes)?;
         Ok(match required(status.status, "a status")? {
@@ -446,7 +447,7 @@ impl StoredValue for StoredFrame {
         frame_to(self).encode_to_vec()
     }
 
-    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
         frame_from(proto::StoredFrame::decode(bytes)?)
     }
 }
@@ -461,7 +462,7 @@ impl StoredValue for ObjectLock {
         .encode_to_vec()
     }
 
-    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
         let lock = proto::ObjectLock::decode(bytes)?;
         if lock.inbox_head > lock.inbox_tail {
             return Err(DecodeError(format!(
@@ -483,22 +484,22 @@ impl StoredValue for InvocationId {
         self.to_bytes().to_vec()
     }
 
-    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
-        id_from(bytes)
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
+        id_from(&bytes)
     }
 }
 
 impl PayloadCodec for RecordBatch {
-    fn encode_payload(&self) -> Vec<u8> {
+    type Message = proto::RecordBatch;
+
+    fn to_message(&self) -> proto::RecordBatch {
         proto::RecordBatch {
             records: self.records.iter().map(record_to).collect(),
             proposed_at: self.proposed_at.as_u64(),
         }
-        .encode_to_vec()
     }
 
-    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let batch = proto::RecordBatch::decode(bytes)?;
+    fn from_message(batch: proto::RecordBatch) -> Result<Self, DecodeError> {
         Ok(RecordBatch {
             records: batch
                 .records
@@ -507,5 +508,53 @@ impl PayloadCodec for RecordBatch {
                 .collect::<Result<_, _>>()?,
             proposed_at: MillisSinceEpoch::new(batch.proposed_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use reprise_raft_storage::codec::{decode_entry, encode_entry};
+    use reprise_types::PartitionKey;
+
+    use super::*;
+    use crate::raft::PartitionTypes;
+
+    /// A payload read back from the log is a slice of the entry's buffer, not a copy of it.
+    #[test]
+    fn a_payload_decodes_as_a_slice_of_the_stored_entry() {
+        let argument = Bytes::from(vec![b'x'; 1 << 20]);
+        let invocation = ServiceInvocation {
+            invocation_id: InvocationId::new(PartitionKey::new(3), 4),
+            target: InvocationTarget {
+                service: "Echo".into(),
+                handler: "echo".into(),
+                key: None,
+                handler_type: HandlerType::Shared,
+            },
+            argument: argument.clone(),
+            headers: vec![],
+            response_sink: None,
+            created_at: MillisSinceEpoch::new(1),
+            retention: Retention::default(),
+        };
+        let entry: Entry<PartitionTypes> = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 9),
+            payload: EntryPayload::Normal(RecordBatch {
+                records: vec![Record::Invoke(invocation)],
+                proposed_at: MillisSinceEpoch::new(5),
+            }),
+        };
+        let stored = Bytes::from(encode_entry(&entry));
+        let decoded: Entry<PartitionTypes> = decode_entry(stored.clone()).expect("decodes");
+        assert_eq!(decoded, entry);
+        let EntryPayload::Normal(batch) = &decoded.payload else {
+            panic!("a normal entry");
+        };
+        let Record::Invoke(decoded) = &batch.records[0] else {
+            panic!("an invoke record");
+        };
+        let range = stored.as_ptr_range();
+        assert!(range.contains(&decoded.argument.as_ptr()), "not copied");
     }
 }

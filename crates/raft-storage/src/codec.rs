@@ -1,15 +1,19 @@
 //! The stored forms of openraft's types: prost messages from `proto/raft.proto`, with field
 //! numbers that let the format grow. A group's own records are encoded by the group
-//! ([`PayloadCodec`]) and carried as bytes. Decoding never panics and never trusts a stored
+//! ([`PayloadCodec`]) and carried as bytes, written straight into the entry's buffer and read
+//! back as slices of it: a payload is copied once on its way into the log and not at all on
+//! its way out. Decoding never panics and never trusts a stored
 //! length: a damaged value is a [`DecodeError`] saying what was missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LeaderId, LogId, Membership, RaftTypeConfig,
     SnapshotMeta, StoredMembership, Vote,
 };
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint};
 
 /// Generated from `proto/raft.proto`.
 pub mod proto {
@@ -33,10 +37,23 @@ impl DecodeError {
     }
 }
 
-/// How a raft group encodes the records its log entries carry.
+/// How a raft group encodes the records its log entries carry: as a prost message of its own.
+/// Its `bytes` fields should be [`Bytes`] (prost-build's `.bytes(["."])`), so that decoding
+/// slices the stored buffer instead of copying payloads out of it.
 pub trait PayloadCodec: Sized {
-    fn encode_payload(&self) -> Vec<u8>;
-    fn decode_payload(bytes: &[u8]) -> Result<Self, DecodeError>;
+    type Message: Message + Default;
+    fn to_message(&self) -> Self::Message;
+    fn from_message(message: Self::Message) -> Result<Self, DecodeError>;
+
+    /// The payload on its own, encoded.
+    fn encode_payload(&self) -> Vec<u8> {
+        self.to_message().encode_to_vec()
+    }
+
+    /// Decodes a payload; its `bytes` fields are slices of `bytes`.
+    fn decode_payload(bytes: Bytes) -> Result<Self, DecodeError> {
+        Self::from_message(Self::Message::decode(bytes)?)
+    }
 }
 
 /// The raft types every group of a node uses: `u64` member ids, [`BasicNode`] addresses.
@@ -193,22 +210,39 @@ pub fn snapshot_meta_from_proto(
     })
 }
 
+/// Field number of `Entry.normal` in `proto/raft.proto`.
+const ENTRY_NORMAL_FIELD: u32 = 3;
+
 pub fn encode_entry<C: GroupTypes>(entry: &Entry<C>) -> Vec<u8> {
     let payload = match &entry.payload {
-        EntryPayload::Blank => proto::entry::Payload::Blank(proto::Blank {}),
-        EntryPayload::Normal(data) => proto::entry::Payload::Normal(data.encode_payload().into()),
-        EntryPayload::Membership(membership) => {
-            proto::entry::Payload::Membership(membership_to_proto(membership))
-        }
+        EntryPayload::Blank => Some(proto::entry::Payload::Blank(proto::Blank {})),
+        EntryPayload::Membership(membership) => Some(proto::entry::Payload::Membership(
+            membership_to_proto(membership),
+        )),
+        EntryPayload::Normal(_) => None,
     };
-    proto::Entry {
+    let head = proto::Entry {
         log_id: Some(log_id_to_proto(&entry.log_id)),
-        payload: Some(payload),
-    }
-    .encode_to_vec()
+        payload,
+    };
+    let EntryPayload::Normal(data) = &entry.payload else {
+        return head.encode_to_vec();
+    };
+    // A protobuf message is its fields one after the other: the head, then `normal` written
+    // by hand (key, length, the group's message encoded in place) is the same bytes prost
+    // would write for the whole entry, without first encoding the payload on its own.
+    let message = data.to_message();
+    let len = message.encoded_len();
+    let mut buf = Vec::with_capacity(head.encoded_len() + 15 + len);
+    head.encode_raw(&mut buf);
+    encode_key(ENTRY_NORMAL_FIELD, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    message.encode_raw(&mut buf);
+    buf
 }
 
-pub fn decode_entry<C: GroupTypes>(bytes: &[u8]) -> Result<Entry<C>, DecodeError> {
+/// Decodes an entry; the payload's `bytes` fields are slices of `bytes`.
+pub fn decode_entry<C: GroupTypes>(bytes: Bytes) -> Result<Entry<C>, DecodeError> {
     let entry = proto::Entry::decode(bytes)?;
     let log_id = log_id_from_proto(
         entry
@@ -220,7 +254,7 @@ pub fn decode_entry<C: GroupTypes>(bytes: &[u8]) -> Result<Entry<C>, DecodeError
         .ok_or_else(|| DecodeError::missing("an entry's payload"))?
     {
         proto::entry::Payload::Blank(_) => EntryPayload::Blank,
-        proto::entry::Payload::Normal(bytes) => EntryPayload::Normal(C::D::decode_payload(&bytes)?),
+        proto::entry::Payload::Normal(bytes) => EntryPayload::Normal(C::D::decode_payload(bytes)?),
         proto::entry::Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(membership))
         }

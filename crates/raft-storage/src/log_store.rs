@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
@@ -149,8 +150,8 @@ impl<C: GroupTypes> LogStore<C> {
                 let Some(index) = self.index_of(&key)? else {
                     return Ok(None);
                 };
-                let entry: Entry<C> =
-                    decode_entry(&value).map_err(|e| self.damaged_entry(index, e))?;
+                let entry: Entry<C> = decode_entry(Bytes::from(value.into_vec()))
+                    .map_err(|e| self.damaged_entry(index, e))?;
                 Ok(Some(*entry.get_log_id()))
             }
         }
@@ -205,7 +206,8 @@ impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
             if !range.contains(&index) {
                 break;
             }
-            let entry = decode_entry(&value).map_err(|e| self.damaged_entry(index, e))?;
+            let entry = decode_entry(Bytes::from(value.into_vec()))
+                .map_err(|e| self.damaged_entry(index, e))?;
             entries.push(entry);
         }
         Ok(entries)
@@ -261,14 +263,20 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
     {
         // One synced batch for everything openraft hands us at once: group commit. The write
         // (and its fsync) runs on the blocking pool, not on the runtime's worker threads.
-        let mut batch = WriteBatch::default();
         let cf = self.cf(self.config.log_cf)?;
-        for entry in entries {
-            batch.put_cf(
-                cf,
-                self.entry_key(entry.get_log_id().index),
-                encode_entry(&entry),
-            );
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .into_iter()
+            .map(|entry| {
+                (
+                    self.entry_key(entry.get_log_id().index),
+                    encode_entry(&entry),
+                )
+            })
+            .collect();
+        let mut batch =
+            reprise_rocksdb::sized_batch(encoded.iter().map(|(k, v)| (k.len(), v.len())));
+        for (key, value) in encoded {
+            batch.put_cf(cf, key, value);
         }
         let db = self.db.clone();
         let result = crate::blocking(move || db.write_opt(batch, &synced())).await;

@@ -84,14 +84,18 @@ impl Frame {
     }
 
     pub fn encode_into(&self, out: &mut BytesMut) {
+        out.reserve(HEADER_LEN + self.payload.len());
+        self.encode_header_into(out);
+        out.put_slice(&self.payload);
+    }
+
+    fn encode_header_into(&self, out: &mut BytesMut) {
         let header = FrameHeader {
             ty: self.ty.id(),
             flags: self.flags,
             length: u32::try_from(self.payload.len()).unwrap_or(u32::MAX),
         };
-        out.reserve(HEADER_LEN + self.payload.len());
         out.put_u64(header.to_u64());
-        out.put_slice(&self.payload);
     }
 
     /// Decodes the payload as `M`.
@@ -145,6 +149,38 @@ impl Frame {
     }
 }
 
+/// Payloads at least this long are not copied when framed: they go out as chunks of their own.
+pub const INLINE_PAYLOAD_LIMIT: usize = 64 * 1024;
+
+/// Frames turned into the chunks of a byte stream: small frames are packed into one buffer,
+/// and a large payload is passed on as it is, after a chunk that ends with its header — so
+/// a payload read from the journal is not copied again on its way to the deployment.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    packed: BytesMut,
+    chunks: Vec<Bytes>,
+}
+
+impl FrameWriter {
+    pub fn push(&mut self, frame: &Frame) {
+        if frame.payload.len() < INLINE_PAYLOAD_LIMIT {
+            frame.encode_into(&mut self.packed);
+        } else {
+            frame.encode_header_into(&mut self.packed);
+            self.chunks.push(self.packed.split().freeze());
+            self.chunks.push(frame.payload.clone());
+        }
+    }
+
+    /// The chunks, in order.
+    pub fn finish(mut self) -> Vec<Bytes> {
+        if !self.packed.is_empty() {
+            self.chunks.push(self.packed.freeze());
+        }
+        self.chunks
+    }
+}
+
 /// Splits a byte stream into frames.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -183,6 +219,10 @@ impl FrameDecoder {
         }
         let ty = MessageType::from_id(header.ty).ok_or(ProtocolError::UnknownType(header.ty))?;
         if self.buffer.len() < HEADER_LEN + length {
+            // Room for the whole frame at once (its length is within the limit): a large
+            // payload then arrives into one buffer of its size, not one that doubles — and is
+            // copied — as it grows.
+            self.buffer.reserve(HEADER_LEN + length - self.buffer.len());
             return Ok(None);
         }
         self.buffer.advance(HEADER_LEN);
@@ -208,5 +248,33 @@ impl FrameDecoder {
     /// Bytes received but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_frame_is_received_into_one_buffer_of_its_size() {
+        let length = 1 << 20;
+        let frame = Frame {
+            ty: MessageType::OutputCommand,
+            flags: 0,
+            payload: Bytes::from(vec![7u8; length]),
+        };
+        let wire = frame.encode();
+        let mut decoder = FrameDecoder::new(length);
+        decoder.push(&wire[..HEADER_LEN + 100]);
+        assert_eq!(decoder.next_frame(), Ok(None));
+        let reserved = decoder.buffer.capacity();
+        assert!(reserved >= HEADER_LEN + length, "room for the whole frame");
+        let pointer = decoder.buffer.as_ptr();
+        for piece in wire[HEADER_LEN + 100..].chunks(16 * 1024) {
+            decoder.push(piece);
+        }
+        // Filled in place: never moved to a bigger buffer.
+        assert_eq!(decoder.buffer.as_ptr(), pointer);
+        assert_eq!(decoder.next_frame(), Ok(Some(frame)));
     }
 }

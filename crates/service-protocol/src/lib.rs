@@ -17,7 +17,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/dev.restate.service.protocol.rs"));
 }
 
-pub use codec::{Frame, FrameDecoder, FrameHeader, ProtocolError};
+pub use codec::{
+    Frame, FrameDecoder, FrameHeader, FrameWriter, INLINE_PAYLOAD_LIMIT, ProtocolError,
+};
 pub use discovery::{DISCOVER_ACCEPT, Endpoint, ManifestError, parse_manifest};
 pub use message_type::MessageType;
 pub use version::{ServiceProtocolVersion, VersionError, negotiate};

@@ -2,7 +2,9 @@
 //! own state machine: we must produce and accept exactly these bytes.
 
 use reprise_service_protocol::proto::{self, notification_template};
-use reprise_service_protocol::{Frame, FrameDecoder, MessageType, ProtocolError};
+use reprise_service_protocol::{
+    Frame, FrameDecoder, FrameWriter, INLINE_PAYLOAD_LIMIT, MessageType, ProtocolError,
+};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -211,4 +213,34 @@ fn type_ids_round_trip_and_classify() {
     assert!(MessageType::RunCommand.is_command());
     assert!(MessageType::SignalNotification.is_notification());
     assert!(!MessageType::Start.is_journal_entry());
+}
+
+#[test]
+fn a_large_payload_goes_out_as_its_own_chunk_and_decodes_back() {
+    let large = Frame {
+        ty: MessageType::InputCommand,
+        flags: 0,
+        payload: bytes::Bytes::from(vec![b'x'; INLINE_PAYLOAD_LIMIT + 1]),
+    };
+    let small = Frame::new(MessageType::End, &proto::EndMessage {});
+    let mut writer = FrameWriter::default();
+    writer.push(&small);
+    writer.push(&large);
+    writer.push(&small);
+    let chunks = writer.finish();
+    // The small frame and the large one's header; the payload itself, not copied; the rest.
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[1].as_ptr(), large.payload.as_ptr());
+    assert_eq!(chunks[1].len(), large.payload.len());
+
+    let mut decoder = FrameDecoder::new(INLINE_PAYLOAD_LIMIT * 2);
+    let mut frames = Vec::new();
+    for chunk in &chunks {
+        decoder.push(chunk);
+        while let Some(frame) = decoder.next_frame().expect("valid") {
+            frames.push(frame);
+        }
+    }
+    decoder.finish().expect("nothing left over");
+    assert_eq!(frames, [small.clone(), large, small]);
 }

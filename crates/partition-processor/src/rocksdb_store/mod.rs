@@ -85,11 +85,10 @@ impl RocksDbStore {
         self.db.clone()
     }
 
-    /// Writes the WAL to disk and stops background work: call before dropping the last clone.
+    /// Flushes everything to disk and stops background work: call before dropping the last
+    /// clone ([`reprise_rocksdb::close`]).
     pub fn close(&self) -> Result<(), StorageError> {
-        self.db.flush_wal(true).map_err(|err| self.error(err))?;
-        self.db.cancel_all_background_work(true);
-        Ok(())
+        reprise_rocksdb::close(&self.db).map_err(|err| self.error(err))
     }
 
     /// Starts collecting the writes of one or more records of the partition whose key range
@@ -111,7 +110,7 @@ impl RocksDbStore {
     pub fn read_status(&self, id: InvocationId) -> Result<Option<InvocationStatus>, StorageError> {
         let key = status_key(id);
         self.get_raw(Table::Status, &key)?
-            .map(|bytes| self.decode(Table::Status, &key, &bytes))
+            .map(|bytes| self.decode(Table::Status, &key, bytes))
             .transpose()
     }
 
@@ -134,7 +133,7 @@ impl RocksDbStore {
             if key.as_ref() != journal_key(id, entries.len() as u32).as_slice() {
                 break;
             }
-            entries.push(self.decode(Table::Journal, &key, &value)?);
+            entries.push(self.decode(Table::Journal, &key, value)?);
         }
         if entries.len() != length as usize {
             return Err(StorageError(format!(
@@ -154,7 +153,7 @@ impl RocksDbStore {
             .into_iter()
             .map(|(key, value)| {
                 let id = self.decode_id(Table::Status, &key)?;
-                Ok((id, self.decode(Table::Status, &key, &value)?))
+                Ok((id, self.decode(Table::Status, &key, value)?))
             })
             .collect()
     }
@@ -298,15 +297,13 @@ impl RocksDbStore {
                 match table {
                     Table::Status => {
                         let id = self.decode_id(table, &key)?;
-                        memory
-                            .statuses
-                            .insert(id, self.decode(table, &key, &value)?);
+                        memory.statuses.insert(id, self.decode(table, &key, value)?);
                     }
                     Table::Journal => {
                         let index = decode_journal_key(&key).ok_or_else(bad)?;
                         memory
                             .journals
-                            .insert(index, self.decode(table, &key, &value)?);
+                            .insert(index, self.decode(table, &key, value)?);
                     }
                     Table::State => {
                         let key = decode_state_key(&key).ok_or_else(bad)?;
@@ -314,14 +311,12 @@ impl RocksDbStore {
                     }
                     Table::Lock => {
                         let (object, _) = decode_object_prefix(&key).ok_or_else(bad)?;
-                        let lock = self.decode(table, &key, &value)?;
+                        let lock = self.decode(table, &key, value)?;
                         memory.locks.insert(object, lock);
                     }
                     Table::Inbox => {
                         let entry = decode_inbox_key(&key).ok_or_else(bad)?;
-                        memory
-                            .inbox
-                            .insert(entry, self.decode(table, &key, &value)?);
+                        memory.inbox.insert(entry, self.decode(table, &key, value)?);
                     }
                     Table::Timer => {
                         memory
@@ -442,9 +437,9 @@ impl RocksDbStore {
         &self,
         table: Table,
         key: &[u8],
-        bytes: &[u8],
+        bytes: impl Into<Bytes>,
     ) -> Result<T, StorageError> {
-        T::decode_value(bytes).map_err(|err| {
+        T::decode_value(bytes.into()).map_err(|err| {
             StorageError(format!(
                 "partition store at {}: the row {} of table `{}` is damaged: {err}",
                 self.path.display(),

@@ -22,7 +22,8 @@ pub struct Transaction<'a> {
     store: &'a RocksDbStore,
     /// The partition whose timers this transaction writes (its first key).
     timer_scope: PartitionKey,
-    pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// Values are [`Bytes`], so reading one back within the batch does not copy it.
+    pending: BTreeMap<(Table, Vec<u8>), Option<Bytes>>,
 }
 
 impl<'a> Transaction<'a> {
@@ -49,9 +50,16 @@ impl<'a> Transaction<'a> {
     /// The pending writes as one batch, for a caller that adds its own writes (the raft
     /// state machine adds its applied position) and writes it.
     pub fn into_batch(self) -> Result<WriteBatch, StorageError> {
-        let mut batch = WriteBatch::default();
-        for ((table, key), value) in &self.pending {
-            let cf = self.store.cf(*table)?;
+        // Room for the applied position the state machine adds, too.
+        let mut batch = reprise_rocksdb::sized_batch(
+            self.pending
+                .iter()
+                .map(|((_, key), value)| (key.len(), value.as_ref().map_or(0, Bytes::len)))
+                .chain([(64, 64)]),
+        );
+        // By value: each pending row is freed once it is in the batch.
+        for ((table, key), value) in self.pending {
+            let cf = self.store.cf(table)?;
             match value {
                 Some(value) => batch.put_cf(cf, key, value),
                 None => batch.delete_cf(cf, key),
@@ -60,11 +68,11 @@ impl<'a> Transaction<'a> {
         Ok(batch)
     }
 
-    fn get(&self, table: Table, key: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: Vec<u8>) -> Result<Option<Bytes>, StorageError> {
         if let Some(pending) = self.pending.get(&(table, key.clone())) {
             return Ok(pending.clone());
         }
-        self.store.get_raw(table, &key)
+        Ok(self.store.get_raw(table, &key)?.map(Bytes::from))
     }
 
     fn get_value<T: StoredValue>(
@@ -73,12 +81,12 @@ impl<'a> Transaction<'a> {
         key: Vec<u8>,
     ) -> Result<Option<T>, StorageError> {
         self.get(table, key.clone())?
-            .map(|bytes| self.store.decode(table, &key, &bytes))
+            .map(|bytes| self.store.decode(table, &key, bytes))
             .transpose()
     }
 
     fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.insert((table, key), Some(value));
+        self.pending.insert((table, key), Some(Bytes::from(value)));
     }
 
     fn put_value(&mut self, table: Table, key: Vec<u8>, value: &impl StoredValue) {
@@ -171,9 +179,7 @@ impl PartitionStore for Transaction<'_> {
     }
 
     fn state(&self, object: &ObjectId, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        Ok(self
-            .get(Table::State, state_key(object, key))?
-            .map(Bytes::from))
+        self.get(Table::State, state_key(object, key))
     }
 
     fn put_state(
@@ -205,7 +211,7 @@ impl PartitionStore for Transaction<'_> {
             };
             let key = Bytes::copy_from_slice(key);
             match value {
-                Some(value) => merged.insert(key, Bytes::from(value.clone())),
+                Some(value) => merged.insert(key, value.clone()),
                 None => merged.remove(&key),
             };
         }

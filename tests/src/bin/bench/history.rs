@@ -44,17 +44,17 @@ pub struct SleepersReport {
 }
 
 /// A node with the test services registered on it.
-struct Bench {
+pub(crate) struct Bench {
     _tmp: tempfile::TempDir,
     spec: NodeSpec,
-    node: ServerProcess,
+    pub(crate) node: ServerProcess,
     _services: TestServices,
-    client: reqwest::Client,
-    ingress: Arc<str>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) ingress: Arc<str>,
 }
 
 impl Bench {
-    async fn start(services_bin: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(services_bin: &str) -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let spec = NodeSpec::new(tmp.path(), "history").env("REPRISE_LOG_FILTER", "warn");
         let mut node = spec.spawn()?;
@@ -179,7 +179,7 @@ pub async fn register(
 }
 
 /// A line of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -8,15 +8,18 @@
 //!
 //! Then it builds a history of `--history N` completed invocations (1 000 000) and restarts the
 //! node, and restarts a node with `--sleepers N` sleeping invocations (100 000); 0 skips either
-//! ([`history`]).
+//! ([`history`]); and sends echo calls of `--large-mib N` MiB (31), one alone and four at once,
+//! reporting the time and the server's peak memory ([`large`]).
 //!
 //! Prints a table and writes the figures, with the machine they were measured on, as JSON.
 //!
 //! Usage: `reprise-bench --services <test-services binary> [--out FILE] [--duration SECS]
 //! [--warmup SECS] [--concurrency 1,16,128] [--workloads echo,counter-keys,counter-hot]
-//! [--history N] [--sleepers N]` (`--workloads none` runs only the history workloads).
+//! [--history N] [--sleepers N] [--large-mib N]` (`--workloads none` runs only the history
+//! and large workloads).
 
 mod history;
+mod large;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ struct Args {
     workloads: Vec<Workload>,
     history: Option<u64>,
     sleepers: Option<u64>,
+    large_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +98,8 @@ fn parse_args() -> anyhow::Result<Args> {
         // The figures: a million completed invocations, a hundred thousand sleepers.
         history: Some(1_000_000),
         sleepers: Some(100_000),
+        // The figure: just under the default 32 MiB request limit.
+        large_mib: Some(31),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -112,6 +118,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--history" => args.history = Some(value()?.parse::<u64>()?).filter(|n| *n > 0),
             "--sleepers" => args.sleepers = Some(value()?.parse::<u64>()?).filter(|n| *n > 0),
+            "--large-mib" => args.large_mib = Some(value()?.parse::<u64>()?).filter(|n| *n > 0),
             "--workloads" => {
                 let names = value()?;
                 args.workloads = if names == "none" {
@@ -172,6 +179,8 @@ struct Report {
     history: Option<history::HistoryReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sleepers: Option<history::SleepersReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    large: Option<large::LargeReport>,
 }
 
 fn machine() -> Machine {
@@ -326,6 +335,10 @@ async fn main() -> anyhow::Result<()> {
         Some(count) => Some(history::sleepers(&args.services, count).await?),
         None => None,
     };
+    let large = match args.large_mib {
+        Some(mib) => Some(large::large(&args.services, mib).await?),
+        None => None,
+    };
 
     let report = Report {
         benchmark: "request-response calls through the ingress",
@@ -337,6 +350,7 @@ async fn main() -> anyhow::Result<()> {
         workloads,
         history,
         sleepers,
+        large,
     };
     if let Some(out) = &args.out {
         if let Some(parent) = out.parent() {
