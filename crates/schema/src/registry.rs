@@ -105,6 +105,17 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A schema of these deployments and service revisions (its stored form decoded).
+    pub(crate) fn from_parts(deployments: Vec<Deployment>, services: Vec<ServiceSchema>) -> Self {
+        Self {
+            deployments: deployments.into_iter().map(|d| (d.id, d)).collect(),
+            services: services
+                .into_iter()
+                .map(|s| (s.service.name.clone(), s))
+                .collect(),
+        }
+    }
+
     pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
         self.deployments.values()
     }

@@ -47,7 +47,7 @@ impl SchemaStore {
     async fn load_versioned<E>(&self) -> Result<(Schema, Option<u64>), StoreError<E>> {
         match self.metadata.get(Self::KEY).await? {
             None => Ok((Schema::default(), None)),
-            Some(stored) => serde_json::from_slice(&stored.value)
+            Some(stored) => crate::codec::decode(&stored.value)
                 .map(|schema| (schema, Some(stored.version)))
                 .map_err(|err| StoreError::Corrupt(err.to_string())),
         }
@@ -66,8 +66,7 @@ impl SchemaStore {
             if schema == before {
                 return Ok(outcome);
             }
-            let bytes =
-                serde_json::to_vec(&schema).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            let bytes = crate::codec::encode(&schema);
             let precondition = match version {
                 Some(version) => Precondition::MatchesVersion(version),
                 None => Precondition::DoesNotExist,

@@ -3,6 +3,7 @@
 //! the metadata store, so every node and every restart agree on it.
 
 use bytes::Bytes;
+use prost::Message;
 use reprise_metadata_server::{MetadataClient, MetadataError, Precondition};
 use reprise_types::{PartitionId, PartitionKey};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,23 @@ pub struct PartitionEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionTable {
     pub partitions: Vec<PartitionEntry>,
+}
+
+/// The stored form of a [`PartitionTable`] (field numbers are the format).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredTable {
+    #[prost(message, repeated, tag = "1")]
+    partitions: Vec<StoredEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredEntry {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(uint64, tag = "2")]
+    start: u64,
+    #[prost(uint64, tag = "3")]
+    end: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +77,63 @@ impl PartitionTable {
         Ok(Self { partitions })
     }
 
+    /// The stored form: [`StoredTable`], a prost message.
+    pub fn encode(&self) -> Vec<u8> {
+        StoredTable {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| StoredEntry {
+                    id: u32::from(p.id.as_u16()),
+                    start: p.start.as_u64(),
+                    end: p.end.as_u64(),
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes and checks a stored table: ids in range, and ranges sorted, contiguous and
+    /// covering every key — what [`find`](Self::find) relies on. A table stored as JSON by an
+    /// earlier build still reads.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let table: PartitionTable = if bytes.first() == Some(&b'{') {
+            serde_json::from_slice(bytes).map_err(|err| format!("a JSON table: {err}"))?
+        } else {
+            let stored = StoredTable::decode(bytes).map_err(|err| err.to_string())?;
+            let partitions = stored
+                .partitions
+                .into_iter()
+                .map(|entry| {
+                    let id = u16::try_from(entry.id)
+                        .map_err(|_| format!("partition id {} is over 65535", entry.id))?;
+                    Ok(PartitionEntry {
+                        id: PartitionId::new(id),
+                        start: PartitionKey::new(entry.start),
+                        end: PartitionKey::new(entry.end),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            PartitionTable { partitions }
+        };
+        let mut next = Some(0u64);
+        for entry in &table.partitions {
+            if Some(entry.start.as_u64()) != next || entry.end < entry.start {
+                return Err(format!(
+                    "partition {} covers {}..={}, which does not follow the partition before it",
+                    entry.id,
+                    entry.start.as_u64(),
+                    entry.end.as_u64()
+                ));
+            }
+            next = entry.end.as_u64().checked_add(1);
+        }
+        if next.is_some() {
+            return Err("the partitions do not cover every partition key".into());
+        }
+        Ok(table)
+    }
+
     /// The partition owning `key`.
     pub fn find(&self, key: PartitionKey) -> Option<&PartitionEntry> {
         // Ranges are sorted and contiguous: binary search on the start.
@@ -75,14 +150,15 @@ impl PartitionTable {
         count: u32,
     ) -> Result<Self, PartitionTableError> {
         if let Some(stored) = metadata.get(Self::KEY).await? {
-            return serde_json::from_slice(&stored.value)
-                .map_err(|err| PartitionTableError::Corrupt(err.to_string()));
+            return Self::decode(&stored.value).map_err(PartitionTableError::Corrupt);
         }
         let table = Self::even(count)?;
-        let bytes = serde_json::to_vec(&table)
-            .map_err(|err| PartitionTableError::Corrupt(err.to_string()))?;
         match metadata
-            .put(Self::KEY, Bytes::from(bytes), Precondition::DoesNotExist)
+            .put(
+                Self::KEY,
+                Bytes::from(table.encode()),
+                Precondition::DoesNotExist,
+            )
             .await
         {
             Ok(_) => Ok(table),
@@ -120,5 +196,36 @@ mod tests {
         }
         assert!(PartitionTable::even(0).is_err());
         assert!(PartitionTable::even(70_000).is_err());
+    }
+
+    #[test]
+    fn a_table_decodes_to_what_was_encoded_and_a_json_one_still_reads() {
+        let table = PartitionTable::even(24).expect("table");
+        assert_eq!(PartitionTable::decode(&table.encode()), Ok(table.clone()));
+        let json = serde_json::to_vec(&table).expect("json");
+        assert_eq!(PartitionTable::decode(&json), Ok(table));
+    }
+
+    #[test]
+    fn a_table_with_gaps_overlaps_or_bad_ids_is_refused() {
+        let entry = |id, start, end| StoredEntry { id, start, end };
+        let cases = [
+            (vec![entry(0, 0, 10)], "cover every"),
+            (
+                vec![entry(0, 0, 10), entry(1, 12, u64::MAX)],
+                "does not follow",
+            ),
+            (
+                vec![entry(0, 0, 10), entry(1, 5, u64::MAX)],
+                "does not follow",
+            ),
+            (vec![entry(70_000, 0, u64::MAX)], "over 65535"),
+            (vec![], "cover every"),
+        ];
+        for (partitions, expected) in cases {
+            let bytes = StoredTable { partitions }.encode_to_vec();
+            let err = PartitionTable::decode(&bytes).expect_err("refused");
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }
