@@ -315,8 +315,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responses.push(response);
         }
         self.record_position(&mut batch)?;
-        self.db
-            .write(batch)
+        // The commands were applied to the in-memory map; the write goes to the blocking pool.
+        let db = self.db.clone();
+        reprise_rocksdb::blocking(move || db.write(batch))
+            .await
             .map_err(|e| io(StorageIOError::write_state_machine(&e)))?;
         // Readers see the changes only once they are in the database.
         self.shared.apply(changes);

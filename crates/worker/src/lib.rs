@@ -268,7 +268,7 @@ async fn actuate(
                         _resuming = Some(AbortOnDrop(tokio::spawn(async move {
                             resume_all(&resumed, epoch, &resumer).await;
                         })));
-                        if let Err(err) = timers.load() {
+                        if let Err(err) = timers.load().await {
                             error!(partition = %partition.id(), %err, "cannot load the partition's timers");
                         }
                     }
@@ -310,7 +310,7 @@ async fn actuate(
 /// Proposes every timer whose time has come (by the wall clock: a tokio timer may wake a
 /// little early, and a timer never fires before its time).
 async fn fire_due(partition: &PartitionHandle, timers: &mut TimerWindow) {
-    let due = match timers.take_due(MillisSinceEpoch::now()) {
+    let due = match timers.take_due(MillisSinceEpoch::now()).await {
         Ok(due) => due,
         Err(err) => {
             error!(partition = %partition.id(), %err, "cannot read the partition's timers");

@@ -38,10 +38,10 @@ impl TimerWindow {
     }
 
     /// Forgets the window and loads the earliest timers: on becoming leader.
-    pub fn load(&mut self) -> Result<(), StorageError> {
+    pub async fn load(&mut self) -> Result<(), StorageError> {
         self.timers.clear();
         self.bound = None;
-        self.load_after(None)
+        self.load_after(None).await
     }
 
     /// Forgets everything: this node no longer leads.
@@ -50,11 +50,13 @@ impl TimerWindow {
         self.bound = None;
     }
 
-    fn load_after(&mut self, after: Option<TimerKey>) -> Result<(), StorageError> {
+    /// Reads the next window on the blocking pool, off the async workers.
+    async fn load_after(&mut self, after: Option<TimerKey>) -> Result<(), StorageError> {
         // One more than fits tells whether the table holds timers beyond the window.
-        let mut loaded = self
-            .store
-            .read_timers(self.scope, after.as_ref(), self.capacity + 1)?;
+        let (store, scope, limit) = (self.store.clone(), self.scope, self.capacity + 1);
+        let mut loaded =
+            reprise_rocksdb::blocking(move || store.read_timers(scope, after.as_ref(), limit))
+                .await?;
         if loaded.len() > self.capacity {
             loaded.truncate(self.capacity);
             self.bound = loaded.last().copied();
@@ -89,7 +91,7 @@ impl TimerWindow {
 
     /// Takes every timer due at `now`, in firing order, paging in the next window whenever
     /// the current one runs out.
-    pub fn take_due(&mut self, now: MillisSinceEpoch) -> Result<Vec<TimerKey>, StorageError> {
+    pub async fn take_due(&mut self, now: MillisSinceEpoch) -> Result<Vec<TimerKey>, StorageError> {
         let mut due = Vec::new();
         loop {
             while let Some(first) = self.timers.first().copied() {
@@ -101,7 +103,7 @@ impl TimerWindow {
             }
             match self.bound {
                 // Every timer up to the bound has been taken: load the next window.
-                Some(bound) => self.load_after(Some(bound))?,
+                Some(bound) => self.load_after(Some(bound)).await?,
                 None => return Ok(due),
             }
         }
@@ -186,18 +188,21 @@ mod tests {
         timers
     }
 
-    #[test]
-    fn pages_through_more_timers_than_fit_and_never_takes_one_early() {
+    #[tokio::test]
+    async fn pages_through_more_timers_than_fit_and_never_takes_one_early() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let store = RocksDbStore::open(tmp.path()).expect("open");
         let wakes: Vec<u64> = (0..10).map(|i| 1_000 + (i * 37 % 10) * 100).collect();
         let all = store_timers(&store, &wakes);
         let mut window = TimerWindow::new(store, SCOPE, 3);
-        window.load().expect("load");
+        window.load().await.expect("load");
         assert_eq!(window.len(), 3);
 
         assert_eq!(
-            window.take_due(MillisSinceEpoch::new(999)).expect("take"),
+            window
+                .take_due(MillisSinceEpoch::new(999))
+                .await
+                .expect("take"),
             vec![]
         );
         assert_eq!(
@@ -206,7 +211,10 @@ mod tests {
         );
         let mut fired = Vec::new();
         for now in (1_000..=2_000).step_by(50) {
-            let due = window.take_due(MillisSinceEpoch::new(now)).expect("take");
+            let due = window
+                .take_due(MillisSinceEpoch::new(now))
+                .await
+                .expect("take");
             assert!(due.iter().all(|t| t.wake_at.as_u64() <= now), "never early");
             assert!(window.len() <= 3, "the window stays bounded");
             fired.extend(due);
@@ -215,13 +223,13 @@ mod tests {
         assert_eq!(window.next_due_in(MillisSinceEpoch::new(0)), None);
     }
 
-    #[test]
-    fn a_new_timer_inside_the_window_is_kept_and_one_beyond_it_is_loaded_later() {
+    #[tokio::test]
+    async fn a_new_timer_inside_the_window_is_kept_and_one_beyond_it_is_loaded_later() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let store = RocksDbStore::open(tmp.path()).expect("open");
         let stored = store_timers(&store, &[100, 200, 300, 400]);
         let mut window = TimerWindow::new(store.clone(), SCOPE, 2);
-        window.load().expect("load");
+        window.load().await.expect("load");
         // Earlier than everything: kept, and the window drops its latest timer to stay bounded.
         let early = TimerKey {
             wake_at: MillisSinceEpoch::new(50),
@@ -243,7 +251,10 @@ mod tests {
         reprise_partition_processor::PartitionStore::put_timer(&mut txn, late).expect("put");
         txn.commit().expect("commit");
 
-        let fired = window.take_due(MillisSinceEpoch::new(5_000)).expect("take");
+        let fired = window
+            .take_due(MillisSinceEpoch::new(5_000))
+            .await
+            .expect("take");
         let mut expected = stored;
         expected.insert(0, early);
         expected.push(late);
