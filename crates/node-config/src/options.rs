@@ -42,6 +42,12 @@ pub struct Configuration {
     #[serde(deserialize_with = "text::deserialize")]
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Memory RocksDB may use, all of the node's stores together: one block cache that the
+    /// memtables are charged to as well.
+    pub rocksdb_total_memory_size: ByteCount,
+    /// The share of `rocksdb-total-memory-size` memtables may take before the largest is
+    /// flushed; the rest caches table blocks.
+    pub rocksdb_total_memtables_ratio: f64,
     pub http: HttpOptions,
     pub ingress: IngressOptions,
     pub admin: AdminOptions,
@@ -62,6 +68,8 @@ impl Default for Configuration {
             shutdown_timeout: FriendlyDuration::from_secs(60),
             log_filter: "info,openraft=warn".to_owned(),
             log_format: LogFormat::Pretty,
+            rocksdb_total_memory_size: ByteCount::mib(64),
+            rocksdb_total_memtables_ratio: 0.85,
             http: HttpOptions::default(),
             ingress: IngressOptions::default(),
             admin: AdminOptions::default(),

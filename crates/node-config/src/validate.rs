@@ -83,6 +83,22 @@ impl Configuration {
                 "must be longer than 0s: the node needs time to close its storage".to_owned(),
             );
         }
+        if self.rocksdb_total_memory_size.as_u64() < 16 << 20 {
+            bad(
+                "rocksdb-total-memory-size",
+                format!(
+                    "is {}, must be at least 16 MiB",
+                    self.rocksdb_total_memory_size
+                ),
+            );
+        }
+        let ratio = self.rocksdb_total_memtables_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            bad(
+                "rocksdb-total-memtables-ratio",
+                format!("is {ratio}, must be more than 0 and at most 1"),
+            );
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log_filter) {
             bad(
                 "log-filter",

@@ -314,6 +314,18 @@ fn impossible_values_are_refused_with_their_origin() {
             "default-num-partitions",
         ),
         (&[("REPRISE_SHUTDOWN_TIMEOUT", "0s")], "shutdown-timeout"),
+        (
+            &[("REPRISE_ROCKSDB_TOTAL_MEMORY_SIZE", "1 MiB")],
+            "rocksdb-total-memory-size",
+        ),
+        (
+            &[("REPRISE_ROCKSDB_TOTAL_MEMTABLES_RATIO", "0")],
+            "rocksdb-total-memtables-ratio",
+        ),
+        (
+            &[("REPRISE_ROCKSDB_TOTAL_MEMTABLES_RATIO", "1.5")],
+            "rocksdb-total-memtables-ratio",
+        ),
         (&[("REPRISE_NODE_NAME", "../escape")], "node-name"),
         (&[("REPRISE_NODE_NAME", "")], "node-name"),
         (&[("REPRISE_CLUSTER_NAME", " ")], "cluster-name"),

@@ -97,6 +97,12 @@ impl Node {
                 )));
             }
         }
+        // Before any store is opened: every one of them draws on this budget.
+        let budget =
+            usize::try_from(config.rocksdb_total_memory_size.as_u64()).unwrap_or(usize::MAX);
+        if !reprise_rocksdb::set_memory_budget(budget, config.rocksdb_total_memtables_ratio) {
+            warn!("a RocksDB memory budget was set already in this process; keeping it");
+        }
         let data_dir = DataDir::lock(&config.node_dir())?;
         let listeners = listeners::bind_all(&config)?;
         let addresses =

@@ -3,15 +3,66 @@
 //! records its format version when it is created; opening a store written by a newer format, or
 //! by the unversioned development format that came before versioning, is refused with an error
 //! naming the directory and both versions, before anything is read or written. Also the one
-//! place that moves blocking RocksDB work off the async runtime's worker threads ([`blocking`]).
+//! place that moves blocking RocksDB work off the async runtime's worker threads ([`blocking`]),
+//! and the owner of the process's RocksDB memory budget ([`set_memory_budget`]): one block cache
+//! that memtables are charged to as well, shared by every database, so RocksDB's memory is
+//! bounded by configuration rather than by the number of stores and column families.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, FlushOptions, Options,
-    WriteBatch,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, FlushOptions, Options,
+    WriteBatch, WriteBufferManager,
 };
+
+/// The RocksDB memory of the process when nobody set it: `rocksdb-total-memory-size`'s default.
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+/// The share of the budget memtables may take: `rocksdb-total-memtables-ratio`'s default.
+pub const DEFAULT_MEMTABLES_RATIO: f64 = 0.85;
+
+/// Memory every database of the process shares: a block cache of the whole budget, and a write
+/// buffer manager that charges memtables to that cache and flushes the largest memtable once
+/// they pass their share. Without it every column family has its own 32 MiB block cache and up
+/// to two 64 MiB memtables — memory that grows with the stores a node has, not with its work.
+struct MemoryBudget {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+static MEMORY_BUDGET: OnceLock<MemoryBudget> = OnceLock::new();
+
+/// Sets the process's RocksDB memory budget: `total` bytes, of which memtables may take
+/// `memtables_ratio`. Takes effect for databases opened afterwards; the first budget set (or
+/// the default, once a database is opened) stays, and `false` says this one came too late.
+pub fn set_memory_budget(total: usize, memtables_ratio: f64) -> bool {
+    let mut created = false;
+    MEMORY_BUDGET.get_or_init(|| {
+        created = true;
+        MemoryBudget::new(total, memtables_ratio)
+    });
+    created
+}
+
+fn memory_budget() -> &'static MemoryBudget {
+    MEMORY_BUDGET.get_or_init(|| MemoryBudget::new(DEFAULT_MEMORY_BUDGET, DEFAULT_MEMTABLES_RATIO))
+}
+
+impl MemoryBudget {
+    fn new(total: usize, memtables_ratio: f64) -> Self {
+        let cache = Cache::new_lru_cache(total);
+        let memtables = (total as f64 * memtables_ratio.clamp(0.0, 1.0)) as usize;
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            memtables,
+            false,
+            cache.clone(),
+        );
+        Self {
+            cache,
+            write_buffers,
+        }
+    }
+}
 
 /// Where the format version lives: the default column family, under this key.
 const FORMAT_KEY: &[u8] = b"reprise-storage-format";
@@ -141,6 +192,7 @@ fn db_options() -> Options {
     // every log file alive. Past this size the oldest families are flushed so logs can go.
     options.set_max_total_wal_size(64 << 20);
     options.set_bytes_per_sync(1 << 20);
+    options.set_write_buffer_manager(&memory_budget().write_buffers);
     options
 }
 
@@ -154,6 +206,7 @@ fn column_family_options() -> Options {
     // the files that cannot hold the key.
     table.set_bloom_filter(10.0, false);
     table.set_format_version(5);
+    table.set_block_cache(&memory_budget().cache);
     options.set_block_based_table_factory(&table);
     options
 }
@@ -265,6 +318,43 @@ mod tests {
         assert_eq!(
             db.get_cf(cf, 7u32.to_be_bytes()).expect("get"),
             Some(b"value".to_vec())
+        );
+    }
+
+    #[test]
+    fn every_store_and_family_draws_on_the_one_memory_budget() {
+        let (one, two) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        let first = open(&spec(one.path(), 1)).expect("open");
+        let second = open(&spec(two.path(), 1)).expect("open");
+        for db in [&first, &second] {
+            let cf = db.cf_handle("rows").expect("family");
+            let capacity = db
+                .property_int_value_cf(cf, "rocksdb.block-cache-capacity")
+                .expect("property")
+                .expect("known property");
+            // Nobody set a budget in this test process: the default, not 32 MiB per family.
+            assert_eq!(capacity, DEFAULT_MEMORY_BUDGET as u64);
+        }
+        // Memtables are charged to the cache: writing fills it.
+        let cf = first.cf_handle("rows").expect("family");
+        let usage = |db: &DB| {
+            db.property_int_value_cf(
+                db.cf_handle("rows").expect("family"),
+                "rocksdb.block-cache-usage",
+            )
+            .expect("property")
+            .expect("known property")
+        };
+        let before = usage(&second);
+        for i in 0..2_000u32 {
+            first.put_cf(cf, i.to_be_bytes(), [0u8; 1024]).expect("put");
+        }
+        assert!(
+            usage(&second) > before,
+            "the second store sees the first one's memtable"
         );
     }
 

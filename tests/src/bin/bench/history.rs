@@ -211,6 +211,8 @@ pub async fn history(
 ) -> anyhow::Result<HistoryReport> {
     let mut bench = Bench::start(services_bin).await?;
     println!("\nhistory: {count} completed invocations, then a restart");
+    // Warmed up first, as the other workloads are: the first calls open connections.
+    bench.echo_rate(Duration::from_secs(2)).await?;
     let before = bench.echo_rate(measure).await?;
     println!("  echo at no history: {before:.0}/s");
     let filled = bench
