@@ -10,7 +10,8 @@
 //!   services, then `reprise-bench` (requests/s and latency of request-response calls — a
 //!   stateless echo, `Counter.add` over 1 000 keys and on one hot key — at concurrency 1, 16
 //!   and 128), then a history of a million completed invocations and a hundred thousand
-//!   sleepers, each followed by a restart; writes `target/bench/results.json`.
+//!   sleepers, each followed by a restart, and echo calls of 31 MiB (time and peak memory);
+//!   writes `target/bench/results.json`.
 //! - `cargo xtask prerequisites`: only the install step.
 
 mod prerequisites;
@@ -29,7 +30,7 @@ commands:
   bench [-- <flags>] measure request-response calls and a node's history (release build);
                      flags: --duration SECS, --warmup SECS, --concurrency 1,16,128,
                      --workloads echo,counter-keys,counter-hot|none, --history N (1000000),
-                     --sleepers N (100000), --out FILE
+                     --sleepers N (100000), --large-mib N (31), --out FILE
   prerequisites      install what the build needs beyond cargo (libclang, protoc)";
 
 fn main() -> anyhow::Result<()> {
