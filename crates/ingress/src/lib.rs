@@ -250,9 +250,10 @@ fn success(handler: &Handler, output: Bytes) -> Response {
     response
 }
 
-/// Reads a request body of at most `limit` bytes into one buffer. The buffer is sized from
-/// `content-length` (never past the limit), so a large body is copied once, chunk by chunk,
-/// rather than collected in pieces and then joined.
+/// Reads a request body of at most `limit` bytes into one buffer. Once half of what
+/// `content-length` announces has arrived, the buffer makes room for the rest at once, so a
+/// large body is not copied again and again as its buffer doubles; before that it grows with
+/// what arrives, so a client that only announces a length makes the node allocate nothing.
 async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, IngressError> {
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
     let announced = headers
@@ -263,7 +264,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes,
         return Err(IngressError::TooLarge { limit });
     }
     let mut body = Limited::new(body, limit_bytes);
-    let mut buffer = BytesMut::with_capacity(announced);
+    let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| {
             if err.is::<http_body_util::LengthLimitError>() {
@@ -273,6 +274,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes,
             }
         })?;
         if let Ok(data) = frame.into_data() {
+            let arrived = buffer.len() + data.len();
+            if arrived >= announced / 2 && announced > arrived {
+                buffer.reserve(announced - buffer.len());
+            }
             buffer.extend_from_slice(&data);
         }
     }

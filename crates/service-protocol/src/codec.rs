@@ -218,11 +218,15 @@ impl FrameDecoder {
             });
         }
         let ty = MessageType::from_id(header.ty).ok_or(ProtocolError::UnknownType(header.ty))?;
-        if self.buffer.len() < HEADER_LEN + length {
-            // Room for the whole frame at once (its length is within the limit): a large
-            // payload then arrives into one buffer of its size, not one that doubles — and is
-            // copied — as it grows.
-            self.buffer.reserve(HEADER_LEN + length - self.buffer.len());
+        let whole = HEADER_LEN + length;
+        if self.buffer.len() < whole {
+            // Once half of a frame is in, room for all of it at once: the rest of a large
+            // payload then arrives into one buffer instead of one that doubles, and is copied,
+            // again. Not before half: what a peer makes us allocate stays within twice what it
+            // actually sent, whatever length it announces.
+            if self.buffer.len() >= whole / 2 {
+                self.buffer.reserve(whole - self.buffer.len());
+            }
             return Ok(None);
         }
         self.buffer.advance(HEADER_LEN);
@@ -256,7 +260,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_frame_is_received_into_one_buffer_of_its_size() {
+    fn a_large_frame_gets_one_buffer_of_its_size_once_half_of_it_is_in() {
         let length = 1 << 20;
         let frame = Frame {
             ty: MessageType::OutputCommand,
@@ -265,12 +269,23 @@ mod tests {
         };
         let wire = frame.encode();
         let mut decoder = FrameDecoder::new(length);
+        // A header announcing 1 MiB reserves nothing of it yet.
         decoder.push(&wire[..HEADER_LEN + 100]);
         assert_eq!(decoder.next_frame(), Ok(None));
-        let reserved = decoder.buffer.capacity();
-        assert!(reserved >= HEADER_LEN + length, "room for the whole frame");
+        assert!(
+            decoder.buffer.capacity() < length / 2,
+            "not sized from the header alone"
+        );
+        // Half of it in: room for the rest at once.
+        let half = HEADER_LEN + length / 2;
+        decoder.push(&wire[HEADER_LEN + 100..half]);
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert!(
+            decoder.buffer.capacity() >= HEADER_LEN + length,
+            "room for the whole frame"
+        );
         let pointer = decoder.buffer.as_ptr();
-        for piece in wire[HEADER_LEN + 100..].chunks(16 * 1024) {
+        for piece in wire[half..].chunks(16 * 1024) {
             decoder.push(piece);
         }
         // Filled in place: never moved to a bigger buffer.
