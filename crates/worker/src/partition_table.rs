@@ -93,7 +93,7 @@ impl PartitionTable {
         .encode_to_vec()
     }
 
-    /// Decodes and checks a stored table: ids in range, and ranges sorted, contiguous and
+    /// Decodes and checks a stored table: ids in range and distinct, and ranges sorted, contiguous and
     /// covering every key — what [`find`](Self::find) relies on. A table stored as JSON by an
     /// earlier build still reads.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
@@ -116,8 +116,12 @@ impl PartitionTable {
                 .collect::<Result<_, String>>()?;
             PartitionTable { partitions }
         };
+        let mut ids = std::collections::BTreeSet::new();
         let mut next = Some(0u64);
         for entry in &table.partitions {
+            if !ids.insert(entry.id) {
+                return Err(format!("partition {} appears twice", entry.id));
+            }
             if Some(entry.start.as_u64()) != next || entry.end < entry.start {
                 return Err(format!(
                     "partition {} covers {}..={}, which does not follow the partition before it",
@@ -220,6 +224,10 @@ mod tests {
                 "does not follow",
             ),
             (vec![entry(70_000, 0, u64::MAX)], "over 65535"),
+            (
+                vec![entry(3, 0, 10), entry(3, 11, u64::MAX)],
+                "appears twice",
+            ),
             (vec![], "cover every"),
         ];
         for (partitions, expected) in cases {

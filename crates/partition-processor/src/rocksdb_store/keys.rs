@@ -94,7 +94,8 @@ pub fn journal_key(id: InvocationId, index: u32) -> Vec<u8> {
     key
 }
 
-/// `from..to` holding every journal key of `id`.
+/// `from..to` holding every journal key of `id`: a journal key is the id and a 4-byte index,
+/// so the id followed by five 0xff bytes sorts after all of them.
 pub fn journal_range(id: InvocationId) -> (Vec<u8>, Vec<u8>) {
     let mut to = id.to_bytes().to_vec();
     to.extend_from_slice(&[0xff; 5]);
