@@ -18,7 +18,10 @@ use tracing::{error, info, warn};
 /// jemalloc rather than the system allocator: a server's allocations come from many threads
 /// and range from a few bytes to a request body of tens of MiB; glibc's arenas fragment under
 /// that and keep freed memory (a 31 MiB call left the process ~450 MiB larger), jemalloc
-/// hands it back. The reference system makes the same choice.
+/// hands it back. The reference system makes the same choice. It replaces `malloc` itself
+/// (`unprefixed_malloc_on_supported_platforms`), so RocksDB's memtables and blocks come from it
+/// too: with RocksDB on glibc's arenas, 100 000 sleeping invocations left the node at 221 MiB
+/// of RSS, with everything on jemalloc at 189 MiB.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
