@@ -7,7 +7,7 @@
 
 mod setup;
 
-pub use setup::{QUICK_RETRIES, Setup};
+pub use setup::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup};
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

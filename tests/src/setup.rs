@@ -25,6 +25,11 @@ pub const QUICK_RETRIES: [(&str, &str); 2] = [
     ),
 ];
 
+/// The modes the scenarios run in besides the default one: every wait a suspension (the
+/// attempt's input closes at once, so every await replays), and state read lazily.
+pub const ALWAYS_SUSPENDING: (&str, &str) = ("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s");
+pub const LAZY_STATE: (&str, &str) = ("REPRISE_WORKER__INVOKER__DISABLE_EAGER_STATE", "true");
+
 /// How long a stopped server may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -76,6 +81,14 @@ impl Setup {
             ingress: format!("http://{ingress}"),
             client,
         })
+    }
+
+    /// The admin API's address.
+    pub fn admin(&self) -> anyhow::Result<std::net::SocketAddr> {
+        self.node
+            .addresses()?
+            .admin
+            .context("the admin role runs by default")
     }
 
     /// Where the services leave their markers.

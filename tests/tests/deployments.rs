@@ -10,14 +10,18 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 /// The services of the default variant, by name.
-const DEFAULT_SERVICES: [&str; 7] = [
+const DEFAULT_SERVICES: [&str; 11] = [
+    "AwakeableHolder",
+    "AwakeableWaiter",
     "Counter",
     "Failing",
     "ListObject",
     "MapObject",
+    "Proxy",
     "Recorder",
     "Sleeper",
     "TestUtilsService",
+    "Unimplemented",
 ];
 
 async fn started_node(base: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
@@ -98,10 +102,25 @@ async fn registers_an_sdk_deployment_and_reports_its_services() -> anyhow::Resul
     let (_, versioned) = get(&admin, "/v3/services").await?;
     assert_eq!(names(&versioned["services"]), DEFAULT_SERVICES);
 
-    // The same deployment again: unchanged, same id.
+    // The same deployment again: unchanged, same id — also written another way.
     let (status, again) = register(&admin, json!({"uri": services.uri()})).await?;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["id"], id.as_str());
+    let shouted = format!("{}/", services.uri().replace("http://", "HTTP://"));
+    let (status, again) = register(&admin, json!({"uri": shouted})).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    let (_, list) = get(&admin, "/deployments").await?;
+    assert_eq!(list["deployments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(names(&list["deployments"][0]["services"]), DEFAULT_SERVICES);
+    // Timestamps are RFC 3339, as the reference's CLI reads them.
+    let created_at = list["deployments"][0]["created_at"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        created_at.len() == 24 && created_at.as_bytes()[10] == b'T' && created_at.ends_with('Z'),
+        "created_at: {created_at}"
+    );
 
     // The schema is durable: a restart still knows it.
     node.signal(Signal::SIGTERM)?;
@@ -287,8 +306,31 @@ async fn bad_registrations_are_refused_with_a_reason() -> anyhow::Result<()> {
     let (status, body) = get(&admin, "/no/such/path").await?;
     assert_eq!(status, 404, "{body}");
     assert!(body["message"].is_string());
+    Ok(())
+}
+
+/// What the reference's CLI reads before anything else, and the versioned paths it then uses.
+#[tokio::test]
+async fn the_admin_api_answers_as_the_reference_cli_expects() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (node, admin) = started_node(tmp.path()).await?;
     let (status, version) = get(&admin, "/version").await?;
     assert_eq!(status, 200);
-    assert!(version["max_admin_api_version"].is_number(), "{version}");
+    assert_eq!(version["min_admin_api_version"], 1, "{version}");
+    assert_eq!(version["max_admin_api_version"], 4, "{version}");
+    assert!(version["version"].is_string(), "{version}");
+    assert!(version["features"].is_object(), "{version}");
+    let ingress = node.addresses()?.ingress.expect("the ingress role runs");
+    assert_eq!(version["ingress_endpoint"], format!("http://{ingress}/"));
+    for v in 1..=4 {
+        let (status, body) = get(&admin, &format!("/v{v}/deployments")).await?;
+        assert_eq!(status, 200, "/v{v}/deployments: {body}");
+        let (status, body) = get(&admin, &format!("/v{v}/services")).await?;
+        assert_eq!(status, 200, "/v{v}/services: {body}");
+        let (status, body) = get(&admin, &format!("/v{v}/version")).await?;
+        assert_eq!(status, 200, "/v{v}/version: {body}");
+        let response = reqwest::get(format!("{admin}/v{v}/health")).await?;
+        assert_eq!(response.status().as_u16(), 200, "/v{v}/health");
+    }
     Ok(())
 }

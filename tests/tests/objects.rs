@@ -11,14 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 
-const ALWAYS_SUSPENDING: (&str, &str) = ("REPRISE_WORKER__INVOKER__INACTIVITY_TIMEOUT", "0s");
-const LAZY_STATE: (&str, &str) = ("REPRISE_WORKER__INVOKER__DISABLE_EAGER_STATE", "true");
 const OVER_EAGER_LIMIT: (&str, &str) = ("REPRISE_WORKER__INVOKER__EAGER_STATE_SIZE_LIMIT", "4");
 
 async fn start(mode: &[(&str, &str)]) -> anyhow::Result<Setup> {

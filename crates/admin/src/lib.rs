@@ -1,6 +1,6 @@
 //! The admin HTTP API (port 9070): register deployments by discovery, list and remove them,
-//! list services, report the version; list this node's partitions and make it step down as a
-//! partition's leader. The same routes are served at `/`, `/v3` and `/v4`, as
+//! list services, report the version; cancel, kill and purge invocations; list this node's
+//! partitions and make it step down as a partition's leader. The same routes are served at `/`, `/v3` and `/v4`, as
 //! the reference system's CLI addresses them. Errors are `{"message": …}` with the status
 //! chosen in one place ([`error`]).
 //!
@@ -8,6 +8,7 @@
 //! [`AdminHandle::set`] is called every route answers 503.
 
 mod error;
+mod invocations;
 mod model;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use reprise_schema::{RegisterOutcome, Registration, Schema, SchemaError, SchemaStore};
 use reprise_service_client::ServiceClient;
@@ -29,8 +30,14 @@ use tracing::info;
 pub use error::AdminError;
 use model::*;
 
-const MIN_API_VERSION: u32 = 3;
+/// The admin API versions served: the same routes under `/v1` … `/v4` and at `/` (the newest).
+/// The reference's CLI reads them from `/version` and prefixes its paths with the highest one
+/// both support.
+const MIN_API_VERSION: u32 = 1;
 const MAX_API_VERSION: u32 = 4;
+
+/// Where the admin port answers health, besides `/health` (served by the node).
+pub const HEALTH_PATHS: [&str; 4] = ["/v1/health", "/v2/health", "/v3/health", "/v4/health"];
 
 /// What the admin API needs to serve requests.
 #[derive(Clone)]
@@ -39,6 +46,8 @@ pub struct AdminState {
     pub service_client: ServiceClient,
     /// This node's partitions, when it runs the worker role.
     pub worker: Option<WorkerHandle>,
+    /// The ingress's address (`http://host:port/`), when this node runs the ingress role.
+    pub ingress_endpoint: Option<String>,
 }
 
 /// The API's state, filled in once the node can serve. Cheap to clone.
@@ -74,10 +83,13 @@ pub fn router(handle: AdminHandle) -> Router {
         .route("/services/{name}", get(get_service))
         .route("/partitions", get(list_partitions))
         .route("/partitions/{id}/step-down", post(step_down))
+        .route("/invocations/{id}", delete(invocations::delete))
+        .route("/invocations/{id}/{operation}", patch(invocations::patch))
         .with_state(handle);
-    Router::new()
-        .nest(&format!("/v{MIN_API_VERSION}"), api.clone())
-        .nest(&format!("/v{MAX_API_VERSION}"), api.clone())
+    (MIN_API_VERSION..=MAX_API_VERSION)
+        .fold(Router::new(), |router, version| {
+            router.nest(&format!("/v{version}"), api.clone())
+        })
         .merge(api)
 }
 
@@ -126,11 +138,18 @@ async fn step_down(
     }
 }
 
-async fn version() -> Json<VersionResponse> {
+/// `GET /version`. Served before the node is ready too (then without the ingress endpoint):
+/// the CLI reads it first.
+async fn version(State(handle): State<AdminHandle>) -> Json<VersionResponse> {
     Json(VersionResponse {
         version: env!("CARGO_PKG_VERSION"),
         min_admin_api_version: MIN_API_VERSION,
         max_admin_api_version: MAX_API_VERSION,
+        ingress_endpoint: handle
+            .get()
+            .ok()
+            .and_then(|state| state.ingress_endpoint.clone()),
+        features: BTreeMap::new(),
     })
 }
 

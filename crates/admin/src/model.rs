@@ -76,7 +76,8 @@ pub struct DeploymentResponse<S> {
     pub additional_headers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
-    pub created_at: u64,
+    /// RFC 3339, as the reference's CLI parses it.
+    pub created_at: String,
     pub min_protocol_version: u32,
     pub max_protocol_version: u32,
     pub sdk_version: Option<String>,
@@ -98,6 +99,10 @@ pub struct VersionResponse {
     pub version: &'static str,
     pub min_admin_api_version: u32,
     pub max_admin_api_version: u32,
+    pub ingress_endpoint: Option<String>,
+    /// Experimental features and whether they are on: none yet, but the reference's CLI
+    /// requires the field.
+    pub features: BTreeMap<String, bool>,
 }
 
 fn service_type_name(ty: ServiceType) -> &'static str {
@@ -166,13 +171,19 @@ impl<S> DeploymentResponse<S> {
             http_version: "HTTP/2.0",
             additional_headers: deployment.additional_headers.clone(),
             metadata: deployment.metadata.clone(),
-            created_at: deployment.created_at.as_u64(),
+            created_at: rfc3339(deployment.created_at),
             min_protocol_version: deployment.min_protocol_version,
             max_protocol_version: deployment.max_protocol_version,
             sdk_version: deployment.sdk_version.clone(),
             services,
         }
     }
+}
+
+/// A time as RFC 3339 in UTC with milliseconds (`2026-12-01T16:20:00.123Z`).
+fn rfc3339(time: reprise_types::MillisSinceEpoch) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time.as_u64());
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[derive(Serialize)]

@@ -3,6 +3,7 @@
 //! `…/send` answers 202 once the invocation is durably accepted. Request headers reach the
 //! handler; the result carries the handler's output content type and the invocation id in
 //! `x-restate-id`. A terminal failure answers with its code as the HTTP status.
+//! `POST /restate/awakeables/{id}/resolve|reject` completes an awakeable.
 
 mod error;
 mod path;
@@ -17,17 +18,20 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use reprise_invoker::TargetError;
 use reprise_partition_processor::{
-    HandlerType, InvocationResult, InvocationTarget, Retention, ServiceInvocation,
+    InvocationResult, Retention, ServiceInvocation, Signal, SignalId, SignalResult,
 };
 use reprise_schema::SchemaView;
-use reprise_service_protocol::discovery::{self, Handler};
+use reprise_service_protocol::awakeable::{AwakeableId, AwakeableIdError};
+use reprise_service_protocol::discovery::Handler;
 use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
 use reprise_worker::WorkerHandle;
 use serde::Serialize;
 use tokio::sync::watch;
 
 pub use error::IngressError;
+use path::Completion;
 pub use path::{Target, parse};
 
 /// Request headers that describe the connection, not the invocation.
@@ -108,28 +112,12 @@ async fn invoke(State(ingress): State<IngressHandle>, request: Request) -> Respo
     }
 }
 
-/// What an invocation of a handler keeps once completed: the manifest's retention (the
-/// workflow completion retention for a workflow's `run`, the idempotency retention otherwise),
-/// else the node's defaults; the journal never outlives the status.
-fn retention(
-    ty: discovery::HandlerType,
-    declared: discovery::Retention,
-    defaults: Retention,
-) -> Retention {
-    let completion = match ty {
-        discovery::HandlerType::Workflow => declared.workflow_completion_ms,
-        _ => declared.idempotency_ms,
-    };
-    let completion_ms = completion.unwrap_or(defaults.completion_ms);
-    let journal_ms = declared.journal_ms.unwrap_or(defaults.journal_ms);
-    Retention {
-        completion_ms,
-        journal_ms: journal_ms.min(completion_ms),
-    }
-}
-
 async fn handle(state: &IngressState, request: Request) -> Result<Response, IngressError> {
     let (parts, body) = request.into_parts();
+    if let Some(route) = path::awakeable(parts.uri.path()) {
+        let (id, completion) = route?;
+        return complete_awakeable(state, &parts, body, &id, completion).await;
+    }
     let schema = state
         .schema
         .current()
@@ -143,15 +131,18 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
             method: parts.method.to_string(),
         });
     }
-    let service = schema
-        .service(&target.service)
-        .ok_or_else(|| IngressError::NotFound(format!("service `{}` not found", target.service)))?;
-    let handler = service.handler(&target.handler).ok_or_else(|| {
-        IngressError::NotFound(format!(
-            "service `{}` has no handler `{}`",
-            target.service, target.handler
-        ))
+    let resolved = reprise_invoker::resolve(
+        &schema,
+        &target.service,
+        &target.handler,
+        target.key.as_deref(),
+        state.default_retention,
+    )
+    .map_err(|err| match err {
+        TargetError::MissingKey(_) => IngressError::BadRequest(err.to_string()),
+        _ => IngressError::NotFound(err.to_string()),
     })?;
+    let handler = resolved.handler;
     let argument = read_body(body, &parts.headers, state.request_size_limit).await?;
     check_input(handler, &parts.headers, &argument)?;
 
@@ -173,26 +164,13 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
     headers.push(("x-restate-ingress-path".into(), ingress_path));
     let invocation = ServiceInvocation {
         invocation_id,
-        target: InvocationTarget {
-            service: target.service.clone(),
-            handler: target.handler.clone(),
-            key: target.key.clone(),
-            handler_type: match handler.ty {
-                discovery::HandlerType::Shared => HandlerType::Shared,
-                discovery::HandlerType::Exclusive | discovery::HandlerType::Workflow => {
-                    HandlerType::Exclusive
-                }
-            },
-        },
+        target: resolved.target,
         argument,
         headers,
         response_sink: None,
         created_at: MillisSinceEpoch::now(),
-        retention: retention(
-            handler.ty,
-            handler.retention.or(service.service.retention),
-            state.default_retention,
-        ),
+        retention: resolved.retention,
+        execution_time: None,
     };
     let id_header = HeaderValue::try_from(invocation_id.to_string())
         .expect("an invocation id is alphanumeric ASCII");
@@ -232,6 +210,43 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
     };
     response.headers_mut().insert("x-restate-id", id_header);
     Ok(response)
+}
+
+/// Resolves (with the body as its value) or rejects (with the body as the failure's message,
+/// code 500, as the reference does) an awakeable; 202 once the signal is durable in the
+/// partition of the invocation that owns the awakeable.
+async fn complete_awakeable(
+    state: &IngressState,
+    parts: &http::request::Parts,
+    body: Body,
+    id: &str,
+    completion: Completion,
+) -> Result<Response, IngressError> {
+    if parts.method != Method::POST {
+        return Err(IngressError::MethodNotAllowed {
+            method: parts.method.to_string(),
+        });
+    }
+    let awakeable: AwakeableId = id
+        .parse()
+        .map_err(|err: AwakeableIdError| IngressError::BadRequest(err.to_string()))?;
+    let body = read_body(body, &parts.headers, state.request_size_limit).await?;
+    let result = match completion {
+        Completion::Resolve => SignalResult::Value(body),
+        Completion::Reject => SignalResult::Failure {
+            code: 500,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        },
+    };
+    state
+        .worker
+        .signal(Signal {
+            target: awakeable.invocation_id,
+            id: SignalId::Index(awakeable.signal_index),
+            result,
+        })
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 fn success(handler: &Handler, output: Bytes) -> Response {
@@ -336,52 +351,5 @@ fn content_type_matches(pattern: &str, sent: &str) -> bool {
         Some(("*", "*")) => true,
         Some((ty, "*")) => sent.split_once('/').is_some_and(|(t, _)| t == ty),
         _ => pattern == sent,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DEFAULTS: Retention = Retention {
-        completion_ms: 86_400_000,
-        journal_ms: 0,
-    };
-
-    #[test]
-    fn retention_comes_from_the_manifest_then_the_defaults() {
-        let none = discovery::Retention::default();
-        assert_eq!(
-            retention(discovery::HandlerType::Exclusive, none, DEFAULTS),
-            DEFAULTS
-        );
-        let declared = discovery::Retention {
-            journal_ms: Some(5_000),
-            idempotency_ms: Some(60_000),
-            workflow_completion_ms: Some(120_000),
-        };
-        assert_eq!(
-            retention(discovery::HandlerType::Shared, declared, DEFAULTS),
-            Retention {
-                completion_ms: 60_000,
-                journal_ms: 5_000
-            }
-        );
-        assert_eq!(
-            retention(discovery::HandlerType::Workflow, declared, DEFAULTS),
-            Retention {
-                completion_ms: 120_000,
-                journal_ms: 5_000
-            }
-        );
-        // The journal never outlives the status.
-        let long_journal = discovery::Retention {
-            journal_ms: Some(u64::MAX),
-            ..none
-        };
-        assert_eq!(
-            retention(discovery::HandlerType::Exclusive, long_journal, DEFAULTS).journal_ms,
-            DEFAULTS.completion_ms
-        );
     }
 }

@@ -17,6 +17,32 @@ pub struct Target {
     pub send: bool,
 }
 
+/// How an awakeable is completed through the ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    Resolve,
+    Reject,
+}
+
+/// `/restate/awakeables/{id}/resolve|reject` (or `/restate/a/{id}/…`): the id and how it is
+/// completed; `None` for any other path.
+pub fn awakeable(path: &str) -> Option<Result<(String, Completion), IngressError>> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let [first, kind, rest @ ..] = segments.as_slice() else {
+        return None;
+    };
+    if *first != "restate" || !matches!(*kind, "awakeables" | "a") {
+        return None;
+    }
+    Some(match rest {
+        [id, "resolve"] => percent_decode(id).map(|id| (id, Completion::Resolve)),
+        [id, "reject"] => percent_decode(id).map(|id| (id, Completion::Reject)),
+        _ => Err(IngressError::NotFound(format!(
+            "no ingress API at {path}: use /restate/awakeables/{{id}}/resolve or /reject"
+        ))),
+    })
+}
+
 /// Parses `path`; `service_type` says how a registered service is addressed (`None`: unknown).
 pub fn parse(
     path: &str,

@@ -9,18 +9,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
+use prost::Message;
 use reprise_partition_processor::{
-    Committed, EffectKind, Fence, InvocationResult, InvocationTarget, InvokerEffect,
-    PartitionHandle, Record, StoredFrame,
+    Callee, Committed, EffectKind, Fence, InvocationResult, InvocationTarget, InvokerEffect,
+    PartitionHandle, Record, StoredFrame, is_implemented, signal_of_command,
 };
-use reprise_schema::Deployment;
+use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::{RequestBody, SendError, ServiceClient, endpoint_path};
 use reprise_service_protocol::discovery::ProtocolMode;
 use reprise_service_protocol::proto::{self, propose_run_completion_message};
 use reprise_service_protocol::{
     Frame, FrameDecoder, FrameWriter, MessageType, ServiceProtocolVersion,
 };
-use reprise_types::InvocationId;
+use reprise_types::{InvocationId, PartitionKey};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ use crate::{Config, Notification};
 /// Protocol violations, as the SDKs number them.
 const PROTOCOL_VIOLATION: u32 = 571;
 const INTERNAL: u32 = 500;
+/// A command Reprise does not carry out yet.
+const NOT_IMPLEMENTED: u32 = 501;
 
 /// Why an attempt failed; the invocation is retried.
 #[derive(Debug, Clone)]
@@ -77,6 +80,7 @@ const YIELD_WHEN_IDLE: Duration = Duration::from_millis(200);
 
 pub(crate) struct Attempt<'a> {
     pub(crate) config: &'a Config,
+    pub(crate) schema: &'a SchemaView,
     pub(crate) slots: &'a crate::slots::Slots,
     pub(crate) client: &'a ServiceClient,
     pub(crate) partition: &'a PartitionHandle,
@@ -103,6 +107,8 @@ impl Attempt<'_> {
     ) -> Report {
         let mut run = Running {
             partition: self.partition,
+            schema: self.schema,
+            config: self.config,
             invocation_id: self.invocation_id,
             fence: self.fence,
             last_proposal: None,
@@ -388,6 +394,8 @@ impl Attempt<'_> {
 /// Proposes what the deployment sends, in order.
 struct Running<'a> {
     partition: &'a PartitionHandle,
+    schema: &'a SchemaView,
+    config: &'a Config,
     invocation_id: InvocationId,
     fence: Fence,
     last_proposal: Option<Committed>,
@@ -396,7 +404,7 @@ struct Running<'a> {
 
 impl Running<'_> {
     async fn propose(&mut self, kind: EffectKind) -> Result<(), ()> {
-        let is_command = matches!(kind, EffectKind::JournalEntry(_));
+        let is_command = matches!(kind, EffectKind::JournalEntry(_) | EffectKind::Call { .. });
         let record = Record::Effect(InvokerEffect {
             invocation_id: self.invocation_id,
             kind,
@@ -427,9 +435,38 @@ impl Running<'_> {
             MessageType::InputCommand => {
                 return violation("the deployment sent an input command".into());
             }
+            ty if (ty.is_command() || ty.is_custom()) && !is_implemented(ty) => {
+                return Some(Outcome::Failed(Failure::new(
+                    NOT_IMPLEMENTED,
+                    format!("Reprise does not implement the command {ty} yet"),
+                )));
+            }
+            MessageType::CallCommand | MessageType::OneWayCallCommand => {
+                if let Err(err) = frame.check_command() {
+                    return violation(err.to_string());
+                }
+                let callee = match self.callee(&frame).await {
+                    Ok(callee) => callee,
+                    Err(failure) => return Some(Outcome::Failed(failure)),
+                };
+                self.made_progress = true;
+                self.propose(EffectKind::Call {
+                    entry: StoredFrame::from(&frame),
+                    callee,
+                })
+                .await
+            }
             ty if ty.is_command() || ty.is_custom() => {
                 if let Err(err) = frame.check_command() {
                     return violation(err.to_string());
+                }
+                // A signal's target must be an invocation id (or an awakeable id) before the
+                // command is journaled: journaled, it is carried out.
+                if let Err(err) = signal_of_command(ty, &frame.payload) {
+                    return Some(Outcome::Failed(Failure::new(
+                        400,
+                        format!("cannot carry out {ty}: {err}"),
+                    )));
                 }
                 self.made_progress = true;
                 self.propose(EffectKind::JournalEntry(StoredFrame::from(&frame)))
@@ -507,6 +544,69 @@ impl Running<'_> {
             Ok(()) => None,
             Err(()) => Some(Outcome::Stopped),
         }
+    }
+}
+
+impl Running<'_> {
+    /// The invocation a call or one-way call creates: its target checked against the schema
+    /// (an unknown one fails the attempt, as the reference does), and a new id in the
+    /// partition of its key (a random one for a plain service).
+    async fn callee(&self, frame: &Frame) -> Result<Callee, Failure> {
+        let decoded = match frame.ty {
+            MessageType::CallCommand => proto::CallCommandMessage::decode(frame.payload.clone())
+                .map(|call| {
+                    (
+                        call.service_name,
+                        call.handler_name,
+                        call.key,
+                        call.idempotency_key,
+                    )
+                }),
+            _ => proto::OneWayCallCommandMessage::decode(frame.payload.clone()).map(|send| {
+                (
+                    send.service_name,
+                    send.handler_name,
+                    send.key,
+                    send.idempotency_key,
+                )
+            }),
+        };
+        let (service, handler, key, idempotency_key) = decoded.map_err(|err| {
+            Failure::new(
+                PROTOCOL_VIOLATION,
+                format!("a malformed {}: {err}", frame.ty),
+            )
+        })?;
+        if idempotency_key.is_some() {
+            return Err(Failure::new(
+                NOT_IMPLEMENTED,
+                format!(
+                    "Reprise does not implement idempotency keys on calls yet ({service}/{handler})"
+                ),
+            ));
+        }
+        let schema = self
+            .schema
+            .current()
+            .await
+            .map_err(|err| Failure::new(503, format!("cannot read the schema: {err}")))?;
+        let resolved = crate::resolve(
+            &schema,
+            &service,
+            &handler,
+            Some(&key),
+            self.config.default_retention,
+        )
+        .map_err(|err| Failure::new(404, format!("cannot call {service}/{handler}: {err}")))?;
+        let partition_key = match &resolved.target.key {
+            Some(key) => PartitionKey::from_key(key),
+            None => PartitionKey::new(rand::random()),
+        };
+        Ok(Callee {
+            invocation_id: InvocationId::new(partition_key, rand::random()),
+            target: resolved.target,
+            retention: resolved.retention,
+        })
     }
 }
 

@@ -110,6 +110,7 @@ impl Invocation {
                         self.timeouts(&deployment, &in_flight.target);
                     let attempt = Attempt {
                         config: &self.config,
+                        schema: &self.schema,
                         slots: &self.concurrency,
                         client: &self.client,
                         partition: &self.partition,

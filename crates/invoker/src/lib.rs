@@ -15,12 +15,13 @@ mod attempt;
 mod body;
 mod invocation;
 mod slots;
+mod target;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise_partition_processor::{PartitionHandle, StoredFrame};
+use reprise_partition_processor::{PartitionHandle, Retention, StoredFrame};
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
 use reprise_types::{InvocationId, PartitionId};
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use invocation::Invocation;
+pub use target::{Resolved, TargetError, resolve};
 
 /// What a partition leader asks of the invoker.
 pub enum InvokerCommand {
@@ -91,10 +93,17 @@ pub struct Config {
     pub eager_state: bool,
     pub eager_state_size_limit: usize,
     pub retry_policy: RetryPolicy,
+    /// What an invocation created by a call or send from a handler keeps once completed, when
+    /// its manifest declares nothing (`worker.completion-retention`, `worker.journal-retention`).
+    pub default_retention: Retention,
 }
 
 impl Config {
-    pub fn from_options(cluster_name: &str, options: &reprise_node_config::InvokerOptions) -> Self {
+    pub fn from_options(
+        cluster_name: &str,
+        options: &reprise_node_config::InvokerOptions,
+        default_retention: Retention,
+    ) -> Self {
         let policy = &options.retry_policy;
         Self {
             cluster_name: cluster_name.to_owned(),
@@ -112,6 +121,7 @@ impl Config {
                 max_interval: policy.max_interval.as_duration(),
                 max_attempts: policy.max_attempts,
             },
+            default_retention,
         }
     }
 }

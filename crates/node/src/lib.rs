@@ -151,8 +151,11 @@ impl Node {
             let (router, stop, tasks) = match kind {
                 ListenerKind::Node => (health.router("/health"), &stop_control, &mut control_tasks),
                 ListenerKind::Admin => (
-                    health
-                        .router("/health")
+                    reprise_admin::HEALTH_PATHS
+                        .iter()
+                        .fold(health.router("/health"), |router, path| {
+                            router.merge(health.router(path))
+                        })
                         .merge(reprise_admin::router(admin.clone()))
                         .fallback(reprise_admin::not_found),
                     &stop_control,
@@ -194,7 +197,9 @@ impl Node {
 
         let startup = match open_storage(config.clone()).await {
             Ok((store, identity)) => {
-                match start_roles(&config, &identity, &admin, &ingress).await {
+                // What the admin API's `/version` names as the ingress endpoint.
+                let ingress_endpoint = addresses.ingress.map(|addr| format!("http://{addr}/"));
+                match start_roles(&config, &identity, &admin, &ingress, ingress_endpoint).await {
                     Ok(roles) => Ok((store, identity, roles)),
                     Err(err) => {
                         close_store(store).await;
@@ -292,6 +297,7 @@ async fn start_roles(
     identity: &NodeIdentity,
     admin: &AdminHandle,
     ingress: &IngressHandle,
+    ingress_endpoint: Option<String>,
 ) -> Result<Roles, NodeError> {
     if !config.roles.contains(Role::MetadataServer) {
         return Ok(Roles {
@@ -315,6 +321,11 @@ async fn start_roles(
             .map_err(NodeError::ServiceClient)?;
         let schema = SchemaStore::new(metadata.client());
         let view = SchemaView::new(schema.clone());
+        // What a completed invocation keeps when its manifest declares nothing.
+        let default_retention = Retention {
+            completion_ms: millis(config.worker.completion_retention),
+            journal_ms: millis(config.worker.journal_retention),
+        };
         if config.roles.contains(Role::Worker) {
             let started = Worker::start(
                 WorkerOptions {
@@ -328,6 +339,7 @@ async fn start_roles(
                     invoker: reprise_invoker::Config::from_options(
                         &config.cluster_name,
                         &config.worker.invoker,
+                        default_retention,
                     ),
                 },
                 &metadata.client(),
@@ -344,10 +356,7 @@ async fn start_roles(
                     worker: handle,
                     schema: view.clone(),
                     request_size_limit: config.ingress.request_size_limit.as_u64(),
-                    default_retention: Retention {
-                        completion_ms: millis(config.worker.completion_retention),
-                        journal_ms: millis(config.worker.journal_retention),
-                    },
+                    default_retention,
                 });
             }
         }
@@ -356,6 +365,7 @@ async fn start_roles(
                 schema,
                 service_client,
                 worker: worker.as_ref().map(|w| w.handle()),
+                ingress_endpoint,
             });
         }
         Ok::<_, NodeError>(())

@@ -24,6 +24,8 @@ pub enum Action {
     AbortAttempt { invocation_id: InvocationId },
     /// A timer was stored: the timer service fires it when its time comes.
     RegisterTimer(TimerKey),
+    /// The outbox has a new message, under this sequence number: the leader delivers it.
+    DeliverOutbox { seq: u64 },
     /// Answer a waiting caller.
     Respond {
         sink: ResponseSink,

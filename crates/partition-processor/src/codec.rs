@@ -6,12 +6,13 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_raft_storage::{DecodeError, PayloadCodec};
-use reprise_types::{InvocationId, MillisSinceEpoch};
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId};
 
 use crate::raft::RecordBatch;
 use crate::record::{
-    EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
-    ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
+    Callee, Delivery, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget,
+    InvokerEffect, OutboxMessage, Record, ResponseSink, Retention, ServiceInvocation, Signal,
+    SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 
@@ -73,17 +74,28 @@ fn target_from(target: Option<proto::InvocationTarget>) -> Result<InvocationTarg
 }
 
 fn sink_to(sink: &ResponseSink) -> proto::ResponseSink {
-    let ResponseSink::Ingress { request_id } = sink;
-    proto::ResponseSink {
-        sink: Some(proto::response_sink::Sink::IngressRequestId(*request_id)),
-    }
+    use proto::response_sink::Sink;
+    let sink = match sink {
+        ResponseSink::Ingress { request_id } => Sink::IngressRequestId(*request_id),
+        ResponseSink::Invocation {
+            caller,
+            completion_id,
+        } => Sink::Invocation(proto::CallerSink {
+            caller: id_to(*caller),
+            completion_id: *completion_id,
+        }),
+    };
+    proto::ResponseSink { sink: Some(sink) }
 }
 
 fn sink_from(sink: proto::ResponseSink) -> Result<ResponseSink, DecodeError> {
+    use proto::response_sink::Sink;
     match required(sink.sink, "a response sink")? {
-        proto::response_sink::Sink::IngressRequestId(request_id) => {
-            Ok(ResponseSink::Ingress { request_id })
-        }
+        Sink::IngressRequestId(request_id) => Ok(ResponseSink::Ingress { request_id }),
+        Sink::Invocation(sink) => Ok(ResponseSink::Invocation {
+            caller: id_from(&sink.caller)?,
+            completion_id: sink.completion_id,
+        }),
     }
 }
 
@@ -153,6 +165,7 @@ fn timer_to(timer: &TimerKey) -> proto::TimerKey {
         TimerKind::Completion(id) => (proto::TimerKind::Completion, id),
         TimerKind::PurgeJournal => (proto::TimerKind::PurgeJournal, 0),
         TimerKind::PurgeInvocation => (proto::TimerKind::PurgeInvocation, 0),
+        TimerKind::Start => (proto::TimerKind::Start, 0),
     };
     proto::TimerKey {
         wake_at: timer.wake_at.as_u64(),
@@ -167,6 +180,7 @@ fn timer_from(timer: proto::TimerKey) -> Result<TimerKey, DecodeError> {
         Ok(proto::TimerKind::Completion) => TimerKind::Completion(timer.completion_id),
         Ok(proto::TimerKind::PurgeJournal) => TimerKind::PurgeJournal,
         Ok(proto::TimerKind::PurgeInvocation) => TimerKind::PurgeInvocation,
+        Ok(proto::TimerKind::Start) => TimerKind::Start,
         Err(_) => return Err(DecodeError(format!("unknown timer kind {}", timer.kind))),
     };
     Ok(TimerKey {
@@ -207,6 +221,9 @@ fn invocation_to(invocation: &ServiceInvocation) -> proto::ServiceInvocation {
         response_sink: invocation.response_sink.as_ref().map(sink_to),
         created_at: invocation.created_at.as_u64(),
         retention: Some(retention_to(invocation.retention)),
+        execution_time: invocation
+            .execution_time
+            .map_or(0, MillisSinceEpoch::as_u64),
     }
 }
 
@@ -223,6 +240,114 @@ fn invocation_from(invocation: proto::ServiceInvocation) -> Result<ServiceInvoca
         response_sink: invocation.response_sink.map(sink_from).transpose()?,
         created_at: MillisSinceEpoch::new(invocation.created_at),
         retention: retention_from(invocation.retention),
+        execution_time: (invocation.execution_time > 0)
+            .then(|| MillisSinceEpoch::new(invocation.execution_time)),
+    })
+}
+
+fn signal_to(signal: &Signal) -> proto::Signal {
+    use proto::signal::{Id, Result};
+    proto::Signal {
+        target: id_to(signal.target),
+        id: Some(match &signal.id {
+            SignalId::Index(index) => Id::Index(*index),
+            SignalId::Name(name) => Id::Name(name.clone()),
+        }),
+        result: Some(match &signal.result {
+            SignalResult::Void => Result::Void(proto::Void {}),
+            SignalResult::Value(bytes) => Result::Value(bytes.clone()),
+            SignalResult::Failure { code, message } => Result::Failure(failure_to(*code, message)),
+        }),
+    }
+}
+
+fn signal_from(signal: proto::Signal) -> Result<Signal, DecodeError> {
+    use proto::signal::{Id, Result};
+    Ok(Signal {
+        target: id_from(&signal.target)?,
+        id: match required(signal.id, "a signal's id")? {
+            Id::Index(index) => SignalId::Index(index),
+            Id::Name(name) => SignalId::Name(name),
+        },
+        result: match required(signal.result, "a signal's result")? {
+            Result::Void(_) => SignalResult::Void,
+            Result::Value(bytes) => SignalResult::Value(bytes),
+            Result::Failure(failure) => SignalResult::Failure {
+                code: failure.code,
+                message: failure.message,
+            },
+        },
+    })
+}
+
+fn outbox_to(message: &OutboxMessage) -> proto::OutboxMessage {
+    use proto::outbox_message::Message;
+    let message = match message {
+        OutboxMessage::Invoke(invocation) => Message::Invoke(invocation_to(invocation)),
+        OutboxMessage::CallResult {
+            caller,
+            completion_id,
+            result,
+        } => Message::CallResult(proto::CallResult {
+            caller: id_to(*caller),
+            completion_id: *completion_id,
+            result: Some(result_to(result)),
+        }),
+        OutboxMessage::Signal(signal) => Message::Signal(signal_to(signal)),
+        OutboxMessage::Kill { target } => Message::Kill(id_to(*target)),
+    };
+    proto::OutboxMessage {
+        message: Some(message),
+    }
+}
+
+fn outbox_from(message: proto::OutboxMessage) -> Result<OutboxMessage, DecodeError> {
+    use proto::outbox_message::Message;
+    Ok(match required(message.message, "an outbox message")? {
+        Message::Invoke(invocation) => OutboxMessage::Invoke(invocation_from(invocation)?),
+        Message::CallResult(call) => OutboxMessage::CallResult {
+            caller: id_from(&call.caller)?,
+            completion_id: call.completion_id,
+            result: result_from(call.result)?,
+        },
+        Message::Signal(signal) => OutboxMessage::Signal(signal_from(signal)?),
+        Message::Kill(target) => OutboxMessage::Kill {
+            target: id_from(&target)?,
+        },
+    })
+}
+
+fn delivery_to(delivery: &Delivery) -> proto::Delivery {
+    proto::Delivery {
+        producer: u32::from(delivery.producer.as_u16()),
+        messages: delivery
+            .messages
+            .iter()
+            .map(|(seq, message)| proto::OutboxEntry {
+                seq: *seq,
+                message: Some(outbox_to(message)),
+            })
+            .collect(),
+    }
+}
+
+fn delivery_from(delivery: proto::Delivery) -> Result<Delivery, DecodeError> {
+    let producer = u16::try_from(delivery.producer).map_err(|_| {
+        DecodeError(format!(
+            "partition id {} is out of range",
+            delivery.producer
+        ))
+    })?;
+    Ok(Delivery {
+        producer: PartitionId::new(producer),
+        messages: delivery
+            .messages
+            .into_iter()
+            .map(|entry| {
+                let message = outbox_from(required(entry.message, "an outbox message")?)?;
+                Ok((entry.seq, message))
+            })
+            .collect::<Result<_, DecodeError>>()?,
     })
 }
 
@@ -237,6 +362,12 @@ fn effect_to(effect: &InvokerEffect) -> proto::InvokerEffect {
             protocol_version: *protocol_version,
         }),
         EffectKind::JournalEntry(frame) => Kind::JournalEntry(frame_to(frame)),
+        EffectKind::Call { entry, callee } => Kind::Call(proto::CallEffect {
+            entry: Some(frame_to(entry)),
+            callee_id: id_to(callee.invocation_id),
+            callee_target: Some(target_to(&callee.target)),
+            callee_retention: Some(retention_to(callee.retention)),
+        }),
         EffectKind::RunProposal {
             completion_id,
             result,
@@ -278,6 +409,14 @@ fn effect_from(effect: proto::InvokerEffect) -> Result<InvokerEffect, DecodeErro
             protocol_version: deployment.protocol_version,
         },
         Kind::JournalEntry(frame) => EffectKind::JournalEntry(frame_from(frame)?),
+        Kind::Call(call) => EffectKind::Call {
+            entry: frame_from(required(call.entry, "a call's command")?)?,
+            callee: Callee {
+                invocation_id: id_from(&call.callee_id)?,
+                target: target_from(call.callee_target)?,
+                retention: retention_from(call.callee_retention),
+            },
+        },
         Kind::RunProposal(proposal) => EffectKind::RunProposal {
             completion_id: proposal.completion_id,
             result: result_from(proposal.result)?,
@@ -318,6 +457,19 @@ fn record_to(record: &Record) -> proto::Record {
         Record::AnnounceLeader { epoch } => {
             Kind::AnnounceLeader(proto::AnnounceLeader { epoch: *epoch })
         }
+        Record::Deliver(delivery) => Kind::Deliver(delivery_to(delivery)),
+        Record::OutboxDelivered { seqs } => {
+            Kind::OutboxDelivered(proto::OutboxDelivered { seqs: seqs.clone() })
+        }
+        Record::Signal(signal) => Kind::Signal(signal_to(signal)),
+        Record::Terminate { target, mode } => Kind::Terminate(proto::Terminate {
+            target: id_to(*target),
+            mode: match mode {
+                TerminationMode::Cancel => proto::TerminationMode::Cancel,
+                TerminationMode::Kill => proto::TerminationMode::Kill,
+            } as i32,
+        }),
+        Record::Purge { target } => Kind::Purge(id_to(*target)),
     };
     proto::Record {
         record: Some(record),
@@ -333,6 +485,27 @@ fn record_from(record: proto::Record) -> Result<Record, DecodeError> {
         Kind::AnnounceLeader(announce) => Record::AnnounceLeader {
             epoch: announce.epoch,
         },
+        Kind::Deliver(delivery) => Record::Deliver(delivery_from(delivery)?),
+        Kind::OutboxDelivered(delivered) => Record::OutboxDelivered {
+            seqs: delivered.seqs,
+        },
+        Kind::Signal(signal) => Record::Signal(signal_from(signal)?),
+        Kind::Terminate(terminate) => Record::Terminate {
+            target: id_from(&terminate.target)?,
+            mode: match proto::TerminationMode::try_from(terminate.mode) {
+                Ok(proto::TerminationMode::Cancel) => TerminationMode::Cancel,
+                Ok(proto::TerminationMode::Kill) => TerminationMode::Kill,
+                Err(_) => {
+                    return Err(DecodeError(format!(
+                        "unknown termination mode {}",
+                        terminate.mode
+                    )));
+                }
+            },
+        },
+        Kind::Purge(target) => Record::Purge {
+            target: id_from(&target)?,
+        },
     })
 }
 
@@ -346,6 +519,16 @@ fn in_flight_to(in_flight: &InFlight) -> proto::InFlight {
         deployment: in_flight.deployment.as_ref().map(deployment_to),
         output: in_flight.output.as_ref().map(result_to),
         notified_completions: in_flight.notified_completions.clone(),
+        notified_signals: in_flight.notified_signals.clone(),
+        notified_signal_names: in_flight.notified_signal_names.clone(),
+        pending_calls: in_flight
+            .pending_calls
+            .iter()
+            .map(|(completion_id, callee)| proto::PendingCall {
+                completion_id: *completion_id,
+                callee: id_to(*callee),
+            })
+            .collect(),
         last_failure: in_flight.last_failure.clone(),
         created_at: in_flight.created_at.as_u64(),
         retention: Some(retention_to(in_flight.retention)),
@@ -370,6 +553,13 @@ fn in_flight_from(in_flight: Option<proto::InFlight>) -> Result<InFlight, Decode
             .map(|output| result_from(Some(output)))
             .transpose()?,
         notified_completions: in_flight.notified_completions,
+        notified_signals: in_flight.notified_signals,
+        notified_signal_names: in_flight.notified_signal_names,
+        pending_calls: in_flight
+            .pending_calls
+            .into_iter()
+            .map(|call| Ok((call.completion_id, id_from(&call.callee)?)))
+            .collect::<Result<_, DecodeError>>()?,
         last_failure: in_flight.last_failure,
         created_at: MillisSinceEpoch::new(in_flight.created_at),
         retention: retention_from(in_flight.retention),
@@ -385,6 +575,7 @@ impl StoredValue for InvocationStatus {
                 seq: *seq,
             }),
             InvocationStatus::Invoked(in_flight) => Status::Invoked(in_flight_to(in_flight)),
+            InvocationStatus::Scheduled(in_flight) => Status::Scheduled(in_flight_to(in_flight)),
             InvocationStatus::Suspended { in_flight, waiting } => {
                 Status::Suspended(proto::SuspendedStatus {
                     in_flight: Some(in_flight_to(in_flight)),
@@ -422,6 +613,9 @@ impl StoredValue for InvocationStatus {
             Status::Invoked(in_flight) => {
                 InvocationStatus::Invoked(in_flight_from(Some(in_flight))?)
             }
+            Status::Scheduled(in_flight) => {
+                InvocationStatus::Scheduled(in_flight_from(Some(in_flight))?)
+            }
             Status::Suspended(suspended) => {
                 let waiting = suspended.waiting.unwrap_or_default();
                 InvocationStatus::Suspended {
@@ -439,6 +633,16 @@ impl StoredValue for InvocationStatus {
                 journal_length: completed.journal_length,
             },
         })
+    }
+}
+
+impl StoredValue for OutboxMessage {
+    fn encode_value(&self) -> Vec<u8> {
+        outbox_to(self).encode_to_vec()
+    }
+
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
+        outbox_from(proto::OutboxMessage::decode(bytes)?)
     }
 }
 
@@ -537,6 +741,7 @@ mod tests {
             response_sink: None,
             created_at: MillisSinceEpoch::new(1),
             retention: Retention::default(),
+            execution_time: None,
         };
         let entry: Entry<PartitionTypes> = Entry {
             log_id: LogId::new(CommittedLeaderId::new(2, 1), 9),

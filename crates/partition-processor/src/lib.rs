@@ -27,10 +27,11 @@ pub use partition::{
 };
 pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
-    EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget, InvokerEffect, Record,
-    ResponseSink, Retention, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
+    Callee, Delivery, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget,
+    InvokerEffect, OutboxMessage, Record, ResponseSink, Retention, ServiceInvocation, Signal,
+    SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey, TimerKind,
 };
 pub use rocksdb_store::{FORMAT_VERSION, RocksDbStore, Table, Transaction};
-pub use state_machine::{ApplyContext, apply};
+pub use state_machine::{ApplyContext, apply, is_implemented, signal_of_command};
 pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
 pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

@@ -169,6 +169,18 @@ impl PartitionHandle {
         reprise_rocksdb::blocking(move || store.invoked_in(&range, after, limit)).await
     }
 
+    /// Up to `limit` messages of the partition's outbox after `after` (see
+    /// [`RocksDbStore::read_outbox`]), read on the blocking pool.
+    pub async fn outbox_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::OutboxMessage)>, crate::StorageError> {
+        let store = self.store.clone();
+        let start = *self.range.start();
+        reprise_rocksdb::blocking(move || store.read_outbox(start, after, limit)).await
+    }
+
     /// Follows whether this node's raft group leads the partition: `Some(term)` while it
     /// does. It turns `Some` only once an entry of the term has been applied, so everything
     /// the previous leader committed is in the tables.

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use reprise_service_protocol::{Frame, MessageType};
-use reprise_types::{InvocationId, MillisSinceEpoch};
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 use serde::{Deserialize, Serialize};
 
 use crate::storage::ObjectId;
@@ -12,7 +12,7 @@ use crate::storage::ObjectId;
 /// One entry of the partition log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// A new invocation, from the ingress (or, later, another partition's outbox).
+    /// A new invocation, from the ingress.
     Invoke(ServiceInvocation),
     /// Something an invocation attempt produced, proposed by the leader's invoker.
     Effect(InvokerEffect),
@@ -22,6 +22,118 @@ pub enum Record {
     /// from here on only effects stamped with it are taken. A new leader proposes it before it
     /// runs anything, and so does a leader that steps down and takes over again.
     AnnounceLeader { epoch: u64 },
+    /// Messages of a partition's outbox (this one's or another's), delivered by the producer's
+    /// leader: applied in sequence order, each at most once.
+    Deliver(Delivery),
+    /// The producer's leader saw these messages of its outbox accepted by their targets: their
+    /// rows go.
+    OutboxDelivered { seqs: Vec<u64> },
+    /// A signal from outside (an awakeable resolved or rejected through the ingress).
+    Signal(Signal),
+    /// Cancel or kill an invocation (from the admin API).
+    Terminate {
+        target: InvocationId,
+        mode: TerminationMode,
+    },
+    /// Remove a completed invocation's status and journal now (from the admin API).
+    Purge { target: InvocationId },
+}
+
+/// How an invocation is ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TerminationMode {
+    /// Cooperative: a running or suspended invocation gets the cancel signal (index 1) and its
+    /// SDK fails what it awaits with 409 `cancelled` (cancelling the calls it made); one that has
+    /// not started completes at once with that failure.
+    Cancel,
+    /// At once: the attempt is stopped, the invocation completes with 409 `killed`, and so do
+    /// the invocations it called and is waiting for.
+    Kill,
+}
+
+/// A signal for an invocation: an awakeable's completion (index 17 and above), a named signal,
+/// or the built-in cancellation (index 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub target: InvocationId,
+    pub id: SignalId,
+    pub result: SignalResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalId {
+    Index(u32),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalResult {
+    Void,
+    Value(Bytes),
+    Failure { code: u32, message: String },
+}
+
+impl Signal {
+    fn approximate_size(&self) -> usize {
+        let id = match &self.id {
+            SignalId::Index(_) => 4,
+            SignalId::Name(name) => name.len(),
+        };
+        let result = match &self.result {
+            SignalResult::Void => 0,
+            SignalResult::Value(bytes) => bytes.len(),
+            SignalResult::Failure { message, .. } => message.len(),
+        };
+        32 + id + result
+    }
+}
+
+/// Outbox messages from one producer partition, in its sequence order. The target keeps the
+/// highest sequence number it applied from each producer and skips what is not above it, so a
+/// message delivered again (after a crash or a change of leader) is applied once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub producer: PartitionId,
+    pub messages: Vec<(u64, OutboxMessage)>,
+}
+
+/// What one partition asks of another (or of itself): written to its outbox in the batch of the
+/// record that caused it, and delivered by its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutboxMessage {
+    /// Start an invocation (a call or a send from a handler).
+    Invoke(ServiceInvocation),
+    /// A called invocation ended: its caller's journal gets the result.
+    CallResult {
+        caller: InvocationId,
+        completion_id: u32,
+        result: InvocationResult,
+    },
+    /// A signal for an invocation (from `SendSignalCommand` or `CompleteAwakeableCommand`).
+    Signal(Signal),
+    /// Kill a called invocation whose caller was killed.
+    Kill { target: InvocationId },
+}
+
+impl OutboxMessage {
+    /// The partition key of the invocation the message is for: where it is delivered.
+    pub fn partition_key(&self) -> PartitionKey {
+        match self {
+            OutboxMessage::Invoke(invocation) => invocation.invocation_id.partition_key(),
+            OutboxMessage::CallResult { caller, .. } => caller.partition_key(),
+            OutboxMessage::Signal(signal) => signal.target.partition_key(),
+            OutboxMessage::Kill { target } => target.partition_key(),
+        }
+    }
+
+    pub fn approximate_size(&self) -> usize {
+        match self {
+            OutboxMessage::Invoke(invocation) => invocation.approximate_size(),
+            OutboxMessage::CallResult { result, .. } => 32 + result.approximate_size(),
+            OutboxMessage::Signal(signal) => signal.approximate_size(),
+            OutboxMessage::Kill { .. } => 32,
+        }
+    }
 }
 
 impl Record {
@@ -31,19 +143,19 @@ impl Record {
         const FIXED: usize = 64;
         FIXED
             + match self {
-                Record::Invoke(invocation) => {
-                    invocation.argument.len()
-                        + invocation.target.service.len()
-                        + invocation.target.handler.len()
-                        + invocation.target.key.as_ref().map_or(0, String::len)
-                        + invocation
-                            .headers
-                            .iter()
-                            .map(|(name, value)| name.len() + value.len() + 4)
-                            .sum::<usize>()
-                }
+                Record::Invoke(invocation) => invocation.approximate_size(),
+                Record::Deliver(delivery) => delivery
+                    .messages
+                    .iter()
+                    .map(|(_, message)| 8 + message.approximate_size())
+                    .sum(),
+                Record::OutboxDelivered { seqs } => seqs.len() * 8,
+                Record::Signal(signal) => signal.approximate_size(),
                 Record::Effect(effect) => match &effect.kind {
                     EffectKind::JournalEntry(frame) => frame.payload.len(),
+                    EffectKind::Call { entry, callee } => {
+                        entry.payload.len() + callee.target.approximate_size()
+                    }
                     EffectKind::RunProposal {
                         result: InvocationResult::Success(bytes),
                         ..
@@ -61,7 +173,10 @@ impl Record {
                     } => waiting_named_signals.iter().map(String::len).sum(),
                     EffectKind::End => 0,
                 },
-                Record::TimerFired(_) | Record::AnnounceLeader { .. } => 0,
+                Record::TimerFired(_)
+                | Record::AnnounceLeader { .. }
+                | Record::Terminate { .. }
+                | Record::Purge { .. } => 0,
             }
     }
 }
@@ -82,6 +197,8 @@ pub enum TimerKind {
     Completion(u32),
     /// The journal of a completed invocation reached the end of its retention.
     PurgeJournal,
+    /// A scheduled invocation (a delayed send) is due: it starts.
+    Start,
     /// A completed invocation reached the end of its retention: its status goes.
     PurgeInvocation,
 }
@@ -116,6 +233,10 @@ impl InvocationTarget {
         }
     }
 
+    fn approximate_size(&self) -> usize {
+        self.service.len() + self.handler.len() + self.key.as_ref().map_or(0, String::len)
+    }
+
     /// The object whose state the handler sees, if it has a key.
     pub fn object(&self) -> Option<ObjectId> {
         self.key
@@ -138,6 +259,12 @@ pub enum HandlerType {
 pub enum ResponseSink {
     /// An ingress request waiting for the result, by the id the ingress gave it.
     Ingress { request_id: u64 },
+    /// An invocation that called this one: the result completes `completion_id` in its journal
+    /// (through the outbox, since the caller may live in another partition).
+    Invocation {
+        caller: InvocationId,
+        completion_id: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +276,21 @@ pub struct ServiceInvocation {
     pub response_sink: Option<ResponseSink>,
     pub created_at: MillisSinceEpoch,
     pub retention: Retention,
+    /// When it is to start, if later than when it arrives (a delayed send): it waits as
+    /// `Scheduled` until then.
+    pub execution_time: Option<MillisSinceEpoch>,
+}
+
+impl ServiceInvocation {
+    fn approximate_size(&self) -> usize {
+        self.argument.len()
+            + self.target.approximate_size()
+            + self
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 4)
+                .sum::<usize>()
+    }
 }
 
 /// A frame kept verbatim: journal entries are replayed to the deployment byte for byte.
@@ -184,6 +326,15 @@ pub enum InvocationResult {
     Failure { code: u32, message: String },
 }
 
+impl InvocationResult {
+    fn approximate_size(&self) -> usize {
+        match self {
+            InvocationResult::Success(bytes) => bytes.len(),
+            InvocationResult::Failure { message, .. } => message.len(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvokerEffect {
     pub invocation_id: InvocationId,
@@ -206,6 +357,14 @@ pub struct Fence {
     pub command_index: u32,
 }
 
+/// The invocation a call or one-way call command creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callee {
+    pub invocation_id: InvocationId,
+    pub target: InvocationTarget,
+    pub retention: Retention,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EffectKind {
     /// The first attempt chose this deployment; later attempts use the same one.
@@ -215,6 +374,9 @@ pub enum EffectKind {
     },
     /// A command the deployment sent, to append to the journal as it is.
     JournalEntry(StoredFrame),
+    /// A call or one-way call command, with its callee as the invoker resolved it against the
+    /// schema (the state machine does not read the schema: its records carry what it needs).
+    Call { entry: StoredFrame, callee: Callee },
     /// The result of a `ctx.run` closure (`ProposeRunCompletionMessage`).
     RunProposal {
         completion_id: u32,
@@ -240,6 +402,7 @@ impl EffectKind {
         match self {
             EffectKind::PinnedDeployment { .. } => "pinned deployment",
             EffectKind::JournalEntry(_) => "journal entry",
+            EffectKind::Call { .. } => "call",
             EffectKind::RunProposal { .. } => "run proposal",
             EffectKind::Suspended { .. } => "suspension",
             EffectKind::End => "end",

@@ -55,6 +55,7 @@ fn fill(store: &RocksDbStore, keys: std::ops::Range<u64>, argument_size: usize) 
             response_sink: None,
             created_at: MillisSinceEpoch::new(key),
             retention: Retention::default(),
+            execution_time: None,
         });
         apply(&mut tx, &invoke, CTX).expect("apply");
         let entry = Record::Effect(InvokerEffect {

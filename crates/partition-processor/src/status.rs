@@ -22,6 +22,13 @@ pub struct InFlight {
     pub output: Option<InvocationResult>,
     /// Completion ids that have a notification in the journal.
     pub notified_completions: Vec<u32>,
+    /// Signal indexes that have a notification in the journal (each is delivered once).
+    pub notified_signals: Vec<u32>,
+    /// Names of the named signals in the journal.
+    pub notified_signal_names: Vec<String>,
+    /// Calls whose result has not arrived yet: (result completion id, callee). Killing this
+    /// invocation kills them too.
+    pub pending_calls: Vec<(u32, InvocationId)>,
     /// Why the last attempt failed, when it did.
     pub last_failure: Option<String>,
     pub created_at: MillisSinceEpoch,
@@ -46,6 +53,21 @@ impl Waiting {
     pub fn is_empty(&self) -> bool {
         self.completions.is_empty() && self.signals.is_empty() && self.named_signals.is_empty()
     }
+
+    /// Whether the journal of `in_flight` already has something this waits for.
+    pub fn is_ready(&self, in_flight: &InFlight) -> bool {
+        self.completions
+            .iter()
+            .any(|c| in_flight.notified_completions.contains(c))
+            || self
+                .signals
+                .iter()
+                .any(|s| in_flight.notified_signals.contains(s))
+            || self
+                .named_signals
+                .iter()
+                .any(|n| in_flight.notified_signal_names.contains(n))
+    }
 }
 
 /// The lock of a virtual object: which invocation holds it, and the object's inbox, the
@@ -61,6 +83,9 @@ pub struct ObjectLock {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvocationStatus {
+    /// Waiting for its execution time (a delayed send), with a `Start` timer; its input is
+    /// journaled.
+    Scheduled(InFlight),
     /// Waiting in its object's inbox (at `seq`) for the object's lock; its input is journaled.
     Inboxed { in_flight: InFlight, seq: u64 },
     /// An attempt is running or about to run.
@@ -84,6 +109,7 @@ impl InvocationStatus {
     pub fn in_flight(&self) -> Option<&InFlight> {
         match self {
             InvocationStatus::Invoked(in_flight)
+            | InvocationStatus::Scheduled(in_flight)
             | InvocationStatus::Inboxed { in_flight, .. }
             | InvocationStatus::Suspended { in_flight, .. } => Some(in_flight),
             InvocationStatus::Completed { .. } => None,

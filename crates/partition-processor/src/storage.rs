@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use reprise_types::{InvocationId, PartitionKey};
+use reprise_types::{InvocationId, PartitionId, PartitionKey};
 
-use crate::record::{StoredFrame, TimerKey};
+use crate::record::{OutboxMessage, StoredFrame, TimerKey};
 use crate::status::{InvocationStatus, ObjectLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,17 @@ pub trait PartitionStore {
     fn has_timer(&self, timer: &TimerKey) -> Result<bool, StorageError>;
     fn put_timer(&mut self, timer: TimerKey) -> Result<(), StorageError>;
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError>;
+
+    /// The sequence number the partition's next outbox message gets: numbers are never
+    /// reused, since targets recognise redeliveries by them.
+    fn outbox_next(&self) -> Result<u64, StorageError>;
+    fn put_outbox_next(&mut self, seq: u64) -> Result<(), StorageError>;
+    fn put_outbox(&mut self, seq: u64, message: &OutboxMessage) -> Result<(), StorageError>;
+    fn delete_outbox(&mut self, seq: u64) -> Result<(), StorageError>;
+
+    /// The highest outbox sequence number applied from `producer`, if any was.
+    fn delivered_from(&self, producer: PartitionId) -> Result<Option<u64>, StorageError>;
+    fn put_delivered_from(&mut self, producer: PartitionId, seq: u64) -> Result<(), StorageError>;
 }
 
 /// A virtual object (or workflow) instance: the owner of a set of state entries.
@@ -109,6 +120,9 @@ pub struct MemoryStore {
     pub locks: BTreeMap<ObjectId, ObjectLock>,
     pub inbox: BTreeMap<(ObjectId, u64), InvocationId>,
     pub timers: BTreeSet<TimerKey>,
+    pub outbox_next: u64,
+    pub outbox: BTreeMap<u64, OutboxMessage>,
+    pub delivered_from: BTreeMap<PartitionId, u64>,
 }
 
 impl PartitionStore for MemoryStore {
@@ -254,6 +268,34 @@ impl PartitionStore for MemoryStore {
 
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         self.timers.remove(timer);
+        Ok(())
+    }
+
+    fn outbox_next(&self) -> Result<u64, StorageError> {
+        Ok(self.outbox_next)
+    }
+
+    fn put_outbox_next(&mut self, seq: u64) -> Result<(), StorageError> {
+        self.outbox_next = seq;
+        Ok(())
+    }
+
+    fn put_outbox(&mut self, seq: u64, message: &OutboxMessage) -> Result<(), StorageError> {
+        self.outbox.insert(seq, message.clone());
+        Ok(())
+    }
+
+    fn delete_outbox(&mut self, seq: u64) -> Result<(), StorageError> {
+        self.outbox.remove(&seq);
+        Ok(())
+    }
+
+    fn delivered_from(&self, producer: PartitionId) -> Result<Option<u64>, StorageError> {
+        Ok(self.delivered_from.get(&producer).copied())
+    }
+
+    fn put_delivered_from(&mut self, producer: PartitionId, seq: u64) -> Result<(), StorageError> {
+        self.delivered_from.insert(producer, seq);
         Ok(())
     }
 }

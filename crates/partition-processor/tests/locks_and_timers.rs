@@ -40,6 +40,7 @@ fn kind(store: &MemoryStore, n: u128) -> &'static str {
     match status(store, n) {
         InvocationStatus::Invoked(_) => "invoked",
         InvocationStatus::Inboxed { .. } => "inboxed",
+        InvocationStatus::Scheduled(_) => "scheduled",
         InvocationStatus::Suspended { .. } => "suspended",
         InvocationStatus::Completed { .. } => "completed",
     }

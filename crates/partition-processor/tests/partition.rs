@@ -39,6 +39,7 @@ fn invocation(id: InvocationId) -> Record {
         response_sink: None,
         created_at: MillisSinceEpoch::new(1),
         retention: Default::default(),
+        execution_time: None,
     })
 }
 

@@ -6,9 +6,9 @@ mod support;
 
 use bytes::Bytes;
 use reprise_partition_processor::{
-    Action, EffectKind, HandlerType, InvocationResult, InvocationStatus, InvocationTarget,
-    MemoryStore, ObjectId, PartitionStore, Record, ResponseSink, Retention, RocksDbStore,
-    ServiceInvocation, StoredFrame, TimerKey, TimerKind,
+    Action, Delivery, EffectKind, HandlerType, InvocationResult, InvocationStatus,
+    InvocationTarget, MemoryStore, ObjectId, OutboxMessage, PartitionStore, Record, ResponseSink,
+    Retention, RocksDbStore, ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto;
@@ -39,6 +39,7 @@ fn invoke_on(n: u128, key: &str) -> Record {
         }),
         created_at: MillisSinceEpoch::new(5),
         retention: retention(n),
+        execution_time: None,
     })
 }
 
@@ -191,7 +192,46 @@ fn scenario() -> Vec<Record> {
         purge(6, TimerKind::PurgeInvocation, DAY_MS),
         purge(1, TimerKind::PurgeInvocation, DAY_MS),
         purge(7, TimerKind::PurgeInvocation, DAY_MS),
+        // 5 sends to 9 for later and calls 10: both go through the outbox, are delivered (the
+        // send twice), the first is removed from it, 9 waits scheduled until its timer fires.
+        effect(
+            5,
+            support::send(id(9), Some("later"), 1, NOW.as_u64() + 1_000),
+        ),
+        effect(5, support::call(id(10), None, b"x", 2, 3)),
+        Record::OutboxDelivered { seqs: vec![0] },
+        delivered(0, scheduled_send()),
+        delivered(0, scheduled_send()),
+        Record::TimerFired(TimerKey {
+            wake_at: MillisSinceEpoch::new(NOW.as_u64() + 1_000),
+            invocation_id: id(9),
+            kind: TimerKind::Start,
+        }),
     ]
+}
+
+fn delivered(seq: u64, message: OutboxMessage) -> Record {
+    Record::Deliver(Delivery {
+        producer: support::PRODUCER,
+        messages: vec![(seq, message)],
+    })
+}
+
+/// What invocation 5's send to 9 puts in the outbox.
+fn scheduled_send() -> OutboxMessage {
+    OutboxMessage::Invoke(ServiceInvocation {
+        invocation_id: id(9),
+        target: support::callee_target(Some("later")),
+        argument: Bytes::from_static(b"1"),
+        headers: vec![],
+        response_sink: None,
+        created_at: NOW,
+        retention: Retention {
+            completion_ms: DAY_MS,
+            journal_ms: 0,
+        },
+        execution_time: Some(MillisSinceEpoch::new(NOW.as_u64() + 1_000)),
+    })
 }
 
 fn timer(n: u128, completion_id: u32, wake_at: u64) -> TimerKey {

@@ -149,7 +149,15 @@ pub fn open(spec: &DbSpec<'_>) -> Result<Arc<DB>, OpenError> {
                     supported: spec.format_version,
                 });
             }
-            // Older formats are read as they are until a format change needs a migration here.
+            if found < spec.format_version {
+                // Every format so far only added tables, fields and variants, so an older
+                // store's rows read as they are. The newer version is recorded before anything
+                // is written in it, so a build of the older format no longer opens the store.
+                let mut options = rocksdb::WriteOptions::default();
+                options.set_sync(true);
+                db.put_opt(FORMAT_KEY, spec.format_version.to_be_bytes(), &options)
+                    .map_err(rocks)?;
+            }
         }
         None if existed && has_data(&db, spec.column_families) => {
             return Err(OpenError::Unversioned {
@@ -386,6 +394,18 @@ mod tests {
         assert!(
             message.contains(&dir.path().display().to_string()),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn an_older_format_is_upgraded_in_place_and_then_refused_by_the_older_build() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(&spec(dir.path(), 1)).expect("create"));
+        drop(open(&spec(dir.path(), 2)).expect("a newer build opens it"));
+        let err = open(&spec(dir.path(), 1)).expect_err("now a format 2 store");
+        assert!(
+            matches!(err, OpenError::NewerFormat { found: 2, .. }),
+            "{err}"
         );
     }
 

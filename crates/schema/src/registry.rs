@@ -138,7 +138,8 @@ impl Schema {
             .deployments
             .values()
             .find(|d| {
-                d.uri == registration.uri && d.additional_headers == registration.additional_headers
+                normalize_uri(&d.uri) == normalize_uri(&registration.uri)
+                    && d.additional_headers == registration.additional_headers
             })
             .map(|d| d.id);
         if let Some(id) = existing
@@ -267,6 +268,28 @@ fn handler_type_name(ty: HandlerType) -> &'static str {
     }
 }
 
+/// A deployment URI as registrations are compared: scheme and host in lower case, without the
+/// scheme's default port, without trailing slashes — so `http://Host:80/` and `http://host`
+/// are one endpoint.
+pub fn normalize_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.trim_end_matches('/').to_owned();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host),
+        None => (None, authority),
+    };
+    let host = host.to_ascii_lowercase();
+    let host = match (scheme.as_str(), host.rsplit_once(':')) {
+        ("http", Some((name, "80"))) | ("https", Some((name, "443"))) => name.to_owned(),
+        _ => host,
+    };
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    format!("{scheme}://{userinfo}{host}{}", path.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +322,36 @@ mod tests {
 
     const GREETER: &str =
         r#"[{"name":"Greeter","ty":"SERVICE","handlers":[{"name":"greet"},{"name":"wave"}]}]"#;
+
+    #[test]
+    fn one_endpoint_written_differently_is_one_deployment() {
+        for (a, b) in [
+            ("http://host:9080", "http://host:9080/"),
+            ("http://Host:9080", "HTTP://host:9080"),
+            ("http://host:80/", "http://host"),
+            ("https://host:443/svc/", "https://host/svc"),
+            ("http://[::1]:80", "http://[::1]"),
+        ] {
+            assert_eq!(normalize_uri(a), normalize_uri(b), "{a} / {b}");
+        }
+        for (a, b) in [
+            ("http://host:9080", "http://host:9081"),
+            ("http://host:443", "https://host"),
+            ("http://host/a", "http://host/b"),
+            ("http://User@host", "http://user@host"),
+        ] {
+            assert_ne!(normalize_uri(a), normalize_uri(b), "{a} / {b}");
+        }
+        let mut schema = Schema::default();
+        schema
+            .register(registration("http://localhost:9080", 1, GREETER))
+            .expect("registers");
+        let again = schema
+            .register(registration("http://LOCALHOST:9080/", 2, GREETER))
+            .expect("registers");
+        assert_eq!(again, RegisterOutcome::Unchanged(DeploymentId::new(1)));
+        assert_eq!(schema.deployments().count(), 1);
+    }
 
     #[test]
     fn new_deployments_create_services_at_revision_one() {

@@ -6,6 +6,7 @@
 //! Nothing here does IO: bytes in, typed messages out, and every malformed input is a
 //! [`ProtocolError`] or [`ManifestError`], never a panic.
 
+pub mod awakeable;
 pub mod codec;
 pub mod discovery;
 mod message_type;

@@ -8,6 +8,7 @@
 //! [`WorkerHandle`] is how the ingress reaches the partitions: it routes an invocation to the
 //! partition owning its key, proposes it, and (for calls) waits for its result.
 
+mod outbox;
 mod partition_table;
 mod timers;
 mod waiters;
@@ -20,17 +21,18 @@ use std::time::Duration;
 use reprise_invoker::{Invoker, InvokerCommand, InvokerHandle, Notification};
 use reprise_metadata_server::MetadataClient;
 use reprise_partition_processor::{
-    Action, InvocationResult, Partition, PartitionHandle, PartitionOptions, ProposeError, Record,
-    ResponseSink, RocksDbStore, ServiceInvocation,
+    Action, InvocationResult, InvocationStatus, Partition, PartitionHandle, PartitionOptions,
+    ProposeError, Record, ResponseSink, RocksDbStore, ServiceInvocation, Signal, TerminationMode,
 };
 use reprise_schema::SchemaView;
 use reprise_service_client::ServiceClient;
-use reprise_types::{MillisSinceEpoch, PartitionId, PartitionKey};
-use tokio::sync::mpsc;
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use outbox::Router;
 pub use partition_table::{PartitionEntry, PartitionTable, PartitionTableError};
 use timers::TimerWindow;
 use waiters::Waiters;
@@ -120,6 +122,7 @@ impl Worker {
 
         let mut partitions = Vec::with_capacity(table.partitions.len());
         let mut handles = HashMap::new();
+        let mut actuators = Vec::new();
         for entry in &table.partitions {
             let started = Partition::start(PartitionOptions {
                 id: entry.id,
@@ -148,17 +151,26 @@ impl Worker {
             };
             let handle = partition.handle();
             if let Some(actions) = partition.take_actions() {
-                tasks.spawn(actuate(
-                    handle.clone(),
-                    options.timers_in_memory,
-                    actions,
-                    invoker_handle.clone(),
-                    waiters.clone(),
-                    stop.child_token(),
-                ));
+                actuators.push((handle.clone(), actions));
             }
             handles.insert(entry.id, handle);
             partitions.push(partition);
+        }
+        // Actuators start once every partition exists: their outboxes deliver to any of them.
+        let router = Router {
+            table: Arc::new(table),
+            partitions: Arc::new(handles),
+        };
+        for (handle, actions) in actuators {
+            tasks.spawn(actuate(
+                handle,
+                options.timers_in_memory,
+                actions,
+                invoker_handle.clone(),
+                waiters.clone(),
+                router.clone(),
+                stop.child_token(),
+            ));
         }
         info!(partitions = partitions.len(), "partitions started");
         Ok(Self {
@@ -166,11 +178,7 @@ impl Worker {
             partitions,
             tasks,
             stop,
-            handle: WorkerHandle {
-                table: Arc::new(table),
-                partitions: Arc::new(handles),
-                waiters,
-            },
+            handle: WorkerHandle { router, waiters },
         })
     }
 
@@ -181,7 +189,7 @@ impl Worker {
     /// Waits until this node leads every partition (on a single node: after the elections
     /// that follow a start).
     pub async fn wait_until_serving(&self, timeout: Duration) -> Result<(), WorkerError> {
-        for partition in self.handle.partitions.values() {
+        for partition in self.handle.router.partitions.values() {
             partition.wait_for_leadership(timeout).await?;
         }
         Ok(())
@@ -222,8 +230,10 @@ async fn actuate(
     mut actions: mpsc::UnboundedReceiver<Vec<Action>>,
     invoker: InvokerHandle,
     waiters: Arc<Waiters>,
+    router: Router,
     stop: CancellationToken,
 ) {
+    let outbox_added = Arc::new(Notify::new());
     let mut timers = TimerWindow::new(
         partition.store().clone(),
         *partition.range().start(),
@@ -239,6 +249,8 @@ async fn actuate(
     // The task resuming the current epoch's invocations; dropping it (the epoch ended, or the
     // actuator stops) aborts it.
     let mut _resuming: Option<AbortOnDrop> = None;
+    // The task delivering the outbox in the current epoch; dropped with the epoch.
+    let mut _delivering: Option<AbortOnDrop> = None;
     loop {
         if changed {
             changed = false;
@@ -255,6 +267,7 @@ async fn actuate(
                 });
                 timers.clear();
                 _resuming = None;
+                _delivering = None;
                 leads = None;
                 partition.relinquish();
                 info!(partition = %partition.id(), epoch = old, "leadership epoch ended");
@@ -268,6 +281,11 @@ async fn actuate(
                         _resuming = Some(AbortOnDrop(tokio::spawn(async move {
                             resume_all(&resumed, epoch, &resumer).await;
                         })));
+                        _delivering = Some(AbortOnDrop(tokio::spawn(outbox::deliver(
+                            partition.clone(),
+                            router.clone(),
+                            outbox_added.clone(),
+                        ))));
                         if let Err(err) = timers.load().await {
                             error!(partition = %partition.id(), %err, "cannot load the partition's timers");
                         }
@@ -297,7 +315,7 @@ async fn actuate(
             batch = actions.recv() => {
                 let Some(batch) = batch else { return };
                 for action in batch {
-                    carry_out(action, leads, &partition, &invoker, &waiters, &mut timers);
+                    carry_out(action, leads, &partition, &invoker, &waiters, &mut timers, &outbox_added);
                 }
             }
             _ = tokio::time::sleep(next_timer.unwrap_or_default()), if next_timer.is_some() => {
@@ -381,6 +399,7 @@ fn carry_out(
     invoker: &InvokerHandle,
     waiters: &Waiters,
     timers: &mut TimerWindow,
+    outbox_added: &Notify,
 ) {
     match (action, leads) {
         // Responses go to whoever waits on this node, leader or not.
@@ -392,6 +411,17 @@ fn carry_out(
             },
             _,
         ) => waiters.complete(request_id, result),
+        (
+            Action::Respond {
+                sink: ResponseSink::Invocation { caller, .. },
+                invocation_id,
+                ..
+            },
+            _,
+        ) => {
+            // The state machine sends a caller's result through the outbox; this is a bug.
+            error!(invocation = %invocation_id, %caller, "a call's result was to be answered in place; dropped (a bug)");
+        }
         // The rest is the leader's; a new leader rebuilds it from the rows.
         (_, None) => {}
         (Action::Invoke { invocation_id, .. }, Some(epoch)) => {
@@ -416,14 +446,14 @@ fn carry_out(
             invoker.send(InvokerCommand::Abort { invocation_id })
         }
         (Action::RegisterTimer(timer), Some(_)) => timers.add(timer),
+        (Action::DeliverOutbox { .. }, Some(_)) => outbox_added.notify_one(),
     }
 }
 
 /// Routes invocations to partitions. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    table: Arc<PartitionTable>,
-    partitions: Arc<HashMap<PartitionId, PartitionHandle>>,
+    router: Router,
     waiters: Arc<Waiters>,
 }
 
@@ -431,6 +461,7 @@ impl WorkerHandle {
     /// The partitions this node runs, in id order.
     pub fn partitions(&self) -> Vec<PartitionState> {
         let mut states: Vec<PartitionState> = self
+            .router
             .partitions
             .values()
             .map(|partition| PartitionState {
@@ -448,6 +479,7 @@ impl WorkerHandle {
     /// partition's actuator announces a new epoch (a group of one leads again) and resumes it.
     pub fn step_down(&self, id: PartitionId) -> Result<(), WorkerError> {
         let partition = self
+            .router
             .partitions
             .get(&id)
             .ok_or(WorkerError::UnknownPartition(id))?;
@@ -455,19 +487,52 @@ impl WorkerHandle {
         Ok(())
     }
 
-    fn partition(&self, key: PartitionKey) -> Result<&PartitionHandle, WorkerError> {
-        self.table
-            .find(key)
-            .and_then(|entry| self.partitions.get(&entry.id))
-            .ok_or(WorkerError::NoPartition(key))
+    async fn propose(&self, invocation: ServiceInvocation) -> Result<(), WorkerError> {
+        self.router
+            .propose(
+                invocation.invocation_id.partition_key(),
+                Record::Invoke(invocation),
+            )
+            .await
     }
 
-    async fn propose(&self, invocation: ServiceInvocation) -> Result<(), WorkerError> {
-        let partition = self.partition(invocation.invocation_id.partition_key())?;
-        // Right after a start the partition may still be electing itself: wait, boundedly.
-        partition.wait_for_leadership(LEADER_WAIT).await?;
-        partition.propose(Record::Invoke(invocation)).await?;
-        Ok(())
+    /// The committed status of an invocation, from its partition's rows on this node.
+    pub async fn invocation_status(
+        &self,
+        id: InvocationId,
+    ) -> Result<Option<InvocationStatus>, WorkerError> {
+        let partition = self.router.partition(id.partition_key())?;
+        partition
+            .read_status(id)
+            .await
+            .map_err(|err| WorkerError::Store(err.to_string()))
+    }
+
+    /// Proposes to cancel or kill an invocation; returns once the request is durable (what it
+    /// does to the invocation follows as it is applied).
+    pub async fn terminate(
+        &self,
+        target: InvocationId,
+        mode: TerminationMode,
+    ) -> Result<(), WorkerError> {
+        self.router
+            .propose(target.partition_key(), Record::Terminate { target, mode })
+            .await
+    }
+
+    /// Proposes to purge a completed invocation now.
+    pub async fn purge(&self, target: InvocationId) -> Result<(), WorkerError> {
+        self.router
+            .propose(target.partition_key(), Record::Purge { target })
+            .await
+    }
+
+    /// Proposes a signal (an awakeable's completion) to the partition of its invocation;
+    /// returns once it is durable.
+    pub async fn signal(&self, signal: Signal) -> Result<(), WorkerError> {
+        self.router
+            .propose(signal.target.partition_key(), Record::Signal(signal))
+            .await
     }
 
     /// Proposes the invocation; returns once it is durable.

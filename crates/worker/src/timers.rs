@@ -155,6 +155,7 @@ mod tests {
                 response_sink: None,
                 retention: Default::default(),
                 created_at: MillisSinceEpoch::new(0),
+                execution_time: None,
             });
             let sleep = reprise_service_protocol::proto::SleepCommandMessage {
                 wake_up_time: *wake,

@@ -3,7 +3,7 @@
 //! table: a snapshot reads a range and its install deletes one.
 
 use bytes::Bytes;
-use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId, PartitionKey};
 
 use crate::record::{TimerKey, TimerKind};
 use crate::storage::ObjectId;
@@ -28,12 +28,17 @@ pub enum Table {
     /// invocation id → empty, exactly while its status is `Invoked`: what a new leader resumes,
     /// found without reading any other status. Written with the status, in the same batch.
     Invoked,
-    /// partition scope ‖ name → a value of the partition as a whole: `leader-epoch` (BE u64).
+    /// partition scope ‖ name → a value of the partition as a whole: `leader-epoch`,
+    /// `outbox-next` (BE u64 each) and `delivered-from` ‖ producer partition id (BE u16) → the
+    /// highest outbox sequence number applied from that producer (BE u64).
     Partition,
+    /// partition scope ‖ sequence number (BE u64) → `OutboxMessage`: what the partition's
+    /// leader still has to deliver, in order.
+    Outbox,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Status,
         Table::Journal,
         Table::State,
@@ -42,6 +47,7 @@ impl Table {
         Table::Timer,
         Table::Invoked,
         Table::Partition,
+        Table::Outbox,
     ];
 
     /// The table's number in snapshot files: part of the format, never reused.
@@ -55,6 +61,7 @@ impl Table {
             Table::Timer => 6,
             Table::Invoked => 7,
             Table::Partition => 8,
+            Table::Outbox => 9,
         }
     }
 
@@ -68,6 +75,7 @@ impl Table {
             Table::Timer => "timers",
             Table::Invoked => "invoked",
             Table::Partition => "partition",
+            Table::Outbox => "outbox",
         }
     }
 }
@@ -82,6 +90,38 @@ pub fn leader_epoch_key(scope: PartitionKey) -> Vec<u8> {
     let mut key = scope.as_u64().to_be_bytes().to_vec();
     key.extend_from_slice(b"leader-epoch");
     key
+}
+
+/// The key of the partition's next outbox sequence number.
+pub fn outbox_next_key(scope: PartitionKey) -> Vec<u8> {
+    let mut key = scope.as_u64().to_be_bytes().to_vec();
+    key.extend_from_slice(b"outbox-next");
+    key
+}
+
+const DELIVERED_FROM: &[u8] = b"delivered-from";
+
+/// The key of the highest sequence number applied from `producer`'s outbox.
+pub fn delivered_from_key(scope: PartitionKey, producer: PartitionId) -> Vec<u8> {
+    let mut key = scope.as_u64().to_be_bytes().to_vec();
+    key.extend_from_slice(DELIVERED_FROM);
+    key.extend_from_slice(&producer.as_u16().to_be_bytes());
+    key
+}
+
+pub fn decode_delivered_from_key(full: &[u8]) -> Option<PartitionId> {
+    let rest = full.get(8..)?.strip_prefix(DELIVERED_FROM)?;
+    Some(PartitionId::new(u16::from_be_bytes(rest.try_into().ok()?)))
+}
+
+pub fn outbox_key(scope: PartitionKey, seq: u64) -> Vec<u8> {
+    let mut key = scope.as_u64().to_be_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn decode_outbox_key(full: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(full.get(8..)?.try_into().ok()?))
 }
 
 pub fn status_key(id: InvocationId) -> Vec<u8> {
@@ -164,6 +204,7 @@ pub fn timer_key(scope: PartitionKey, timer: &TimerKey) -> Vec<u8> {
         TimerKind::Completion(id) => (0u8, id),
         TimerKind::PurgeJournal => (1, 0),
         TimerKind::PurgeInvocation => (2, 0),
+        TimerKind::Start => (3, 0),
     };
     let mut key = Vec::with_capacity(8 + 8 + InvocationId::RAW_LEN + 1 + 4);
     key.extend_from_slice(&scope.as_u64().to_be_bytes());
@@ -184,6 +225,7 @@ pub fn decode_timer_key(full: &[u8]) -> Option<TimerKey> {
         (0, id) => TimerKind::Completion(id),
         (1, 0) => TimerKind::PurgeJournal,
         (2, 0) => TimerKind::PurgeInvocation,
+        (3, 0) => TimerKind::Start,
         _ => return None,
     };
     Some(TimerKey {
@@ -210,6 +252,14 @@ mod tests {
         );
         let id = InvocationId::new(PartitionKey::new(42), 9);
         assert_eq!(decode_journal_key(&journal_key(id, 3)), Some((id, 3)));
+        let scope = PartitionKey::new(40);
+        assert_eq!(decode_outbox_key(&outbox_key(scope, 9)), Some(9));
+        let producer = PartitionId::new(3);
+        assert_eq!(
+            decode_delivered_from_key(&delivered_from_key(scope, producer)),
+            Some(producer)
+        );
+        assert_eq!(decode_delivered_from_key(&outbox_next_key(scope)), None);
         let timer = TimerKey {
             wake_at: MillisSinceEpoch::new(1_000),
             invocation_id: id,
@@ -218,7 +268,11 @@ mod tests {
         let key = timer_key(PartitionKey::new(40), &timer);
         assert_eq!(row_partition_key(&key), Some(40));
         assert_eq!(decode_timer_key(&key), Some(timer));
-        for kind in [TimerKind::PurgeJournal, TimerKind::PurgeInvocation] {
+        for kind in [
+            TimerKind::PurgeJournal,
+            TimerKind::PurgeInvocation,
+            TimerKind::Start,
+        ] {
             let purge = TimerKey { kind, ..timer };
             assert_eq!(
                 decode_timer_key(&timer_key(PartitionKey::new(40), &purge)),

@@ -25,12 +25,13 @@ pub use keys::Table;
 pub use transaction::Transaction;
 
 use crate::codec::StoredValue;
-use crate::record::{StoredFrame, TimerKey};
+use crate::record::{OutboxMessage, StoredFrame, TimerKey};
 use crate::status::InvocationStatus;
 use crate::storage::{MemoryStore, ObjectId, StorageError};
 use keys::{
-    decode_inbox_key, decode_journal_key, decode_object_prefix, decode_state_key, decode_timer_key,
-    journal_key, object_prefix, row_partition_key, status_key, timer_key,
+    decode_delivered_from_key, decode_inbox_key, decode_journal_key, decode_object_prefix,
+    decode_outbox_key, decode_state_key, decode_timer_key, journal_key, object_prefix, outbox_key,
+    row_partition_key, status_key, timer_key,
 };
 
 /// Raft log entries of every partition, under the partition's id.
@@ -38,8 +39,9 @@ pub const CF_LOG: &str = "log";
 /// Raft vote, commit point and applied state of every partition, under the partition's id.
 pub const CF_RAFT: &str = "raft";
 
-/// The storage format this build writes: 1 is the first binary one (prost rows and entries).
-pub const FORMAT_VERSION: u32 = 1;
+/// The storage format this build writes: 1 is the first binary one (prost rows and entries);
+/// 2 adds the outbox, scheduled invocations and their timers.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The database of a node's partitions. Cheap to clone.
 #[derive(Clone)]
@@ -260,6 +262,32 @@ impl RocksDbStore {
         Ok(out)
     }
 
+    /// Up to `limit` messages of the outbox of the partition starting at `partition_start`, in
+    /// sequence order, after `after` (from the first when `None`): what its leader delivers.
+    pub fn read_outbox(
+        &self,
+        partition_start: PartitionKey,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxMessage)>, StorageError> {
+        let scope = partition_start.as_u64().to_be_bytes();
+        let from = match after.and_then(|seq| seq.checked_add(1)) {
+            Some(next) => outbox_key(partition_start, next),
+            None if after.is_some() => return Ok(Vec::new()),
+            None => scope.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.iter(Table::Outbox, from, successor(&scope))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let seq = decode_outbox_key(&key).ok_or_else(|| self.bad_key(Table::Outbox, &key))?;
+            out.push((seq, self.decode(Table::Outbox, &key, value.to_vec())?));
+        }
+        Ok(out)
+    }
+
     /// What a snapshot of the partition whose keys are `range` holds: each table's rows in
     /// that range. Table ids are the file's numbering; they never change.
     pub fn snapshot_tables(range: &RangeInclusive<PartitionKey>) -> Vec<SnapshotTable> {
@@ -327,9 +355,18 @@ impl RocksDbStore {
                         invoked.insert(self.decode_id(table, &key)?);
                     }
                     Table::Partition => {
+                        let number = || decode_epoch(&value).ok_or_else(bad);
                         if key.ends_with(b"leader-epoch") {
-                            memory.leader_epoch = decode_epoch(&value).ok_or_else(bad)?;
+                            memory.leader_epoch = number()?;
+                        } else if key.ends_with(b"outbox-next") {
+                            memory.outbox_next = number()?;
+                        } else if let Some(producer) = decode_delivered_from_key(&key) {
+                            memory.delivered_from.insert(producer, number()?);
                         }
+                    }
+                    Table::Outbox => {
+                        let seq = decode_outbox_key(&key).ok_or_else(bad)?;
+                        memory.outbox.insert(seq, self.decode(table, &key, value)?);
                     }
                 }
             }

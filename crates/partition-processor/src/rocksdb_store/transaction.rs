@@ -4,16 +4,16 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use reprise_types::{InvocationId, PartitionKey};
+use reprise_types::{InvocationId, PartitionId, PartitionKey};
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::RocksDbStore;
 use super::keys::{
-    Table, inbox_key, journal_key, journal_range, leader_epoch_key, object_prefix, state_key,
-    status_key, timer_key,
+    Table, delivered_from_key, inbox_key, journal_key, journal_range, leader_epoch_key,
+    object_prefix, outbox_key, outbox_next_key, state_key, status_key, timer_key,
 };
 use crate::codec::StoredValue;
-use crate::record::{StoredFrame, TimerKey};
+use crate::record::{OutboxMessage, StoredFrame, TimerKey};
 use crate::status::{InvocationStatus, ObjectLock};
 use crate::storage::{ObjectId, PartitionStore, StorageError};
 
@@ -96,16 +96,23 @@ impl<'a> Transaction<'a> {
     fn delete(&mut self, table: Table, key: Vec<u8>) {
         self.pending.insert((table, key), None);
     }
+
+    /// A big-endian u64 of the partition table.
+    fn get_u64(&self, key: Vec<u8>) -> Result<Option<u64>, StorageError> {
+        match self.get(Table::Partition, key.clone())? {
+            None => Ok(None),
+            Some(bytes) => super::decode_epoch(&bytes)
+                .map(Some)
+                .ok_or_else(|| self.store.bad_key(Table::Partition, &key)),
+        }
+    }
 }
 
 impl PartitionStore for Transaction<'_> {
     fn leader_epoch(&self) -> Result<u64, StorageError> {
-        let key = leader_epoch_key(self.timer_scope);
-        match self.get(Table::Partition, key.clone())? {
-            None => Ok(0),
-            Some(bytes) => super::decode_epoch(&bytes)
-                .ok_or_else(|| self.store.bad_key(Table::Partition, &key)),
-        }
+        Ok(self
+            .get_u64(leader_epoch_key(self.timer_scope))?
+            .unwrap_or(0))
     }
 
     fn put_leader_epoch(&mut self, epoch: u64) -> Result<(), StorageError> {
@@ -279,6 +286,44 @@ impl PartitionStore for Transaction<'_> {
 
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         self.delete(Table::Timer, timer_key(self.timer_scope, timer));
+        Ok(())
+    }
+
+    fn outbox_next(&self) -> Result<u64, StorageError> {
+        Ok(self
+            .get_u64(outbox_next_key(self.timer_scope))?
+            .unwrap_or(0))
+    }
+
+    fn put_outbox_next(&mut self, seq: u64) -> Result<(), StorageError> {
+        self.put(
+            Table::Partition,
+            outbox_next_key(self.timer_scope),
+            seq.to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
+    fn put_outbox(&mut self, seq: u64, message: &OutboxMessage) -> Result<(), StorageError> {
+        self.put_value(Table::Outbox, outbox_key(self.timer_scope, seq), message);
+        Ok(())
+    }
+
+    fn delete_outbox(&mut self, seq: u64) -> Result<(), StorageError> {
+        self.delete(Table::Outbox, outbox_key(self.timer_scope, seq));
+        Ok(())
+    }
+
+    fn delivered_from(&self, producer: PartitionId) -> Result<Option<u64>, StorageError> {
+        self.get_u64(delivered_from_key(self.timer_scope, producer))
+    }
+
+    fn put_delivered_from(&mut self, producer: PartitionId, seq: u64) -> Result<(), StorageError> {
+        self.put(
+            Table::Partition,
+            delivered_from_key(self.timer_scope, producer),
+            seq.to_be_bytes().to_vec(),
+        );
         Ok(())
     }
 }

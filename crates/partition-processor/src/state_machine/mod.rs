@@ -8,6 +8,12 @@
 //! replica. Only a storage failure is an error: the partition cannot go on without its tables.
 
 mod object;
+mod outbox;
+mod signals;
+mod terminate;
+
+pub use outbox::is_implemented;
+pub use signals::signal_of_command;
 
 use bytes::Bytes;
 use prost::Message;
@@ -18,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::action::Action;
 use crate::record::{
-    EffectKind, InvocationResult, InvokerEffect, Record, ResponseSink, Retention,
+    EffectKind, InvocationResult, InvokerEffect, OutboxMessage, Record, ResponseSink, Retention,
     ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
@@ -39,10 +45,20 @@ pub fn apply<S: PartitionStore>(
     ctx: ApplyContext,
 ) -> Result<Vec<Action>, StorageError> {
     match record {
-        Record::Invoke(invocation) => invoke(store, invocation),
+        Record::Invoke(invocation) => invoke(store, invocation, ctx.now),
         Record::Effect(effect) => apply_effect(store, effect, ctx),
         Record::TimerFired(timer) => timer_fired(store, timer),
         Record::AnnounceLeader { epoch } => announce_leader(store, *epoch),
+        Record::Deliver(delivery) => outbox::deliver(store, delivery, ctx.now),
+        Record::Signal(signal) => signals::signal(store, signal),
+        Record::Terminate { target, mode } => terminate::terminate(store, *target, *mode, ctx.now),
+        Record::Purge { target } => terminate::purge(store, *target),
+        Record::OutboxDelivered { seqs } => {
+            for &seq in seqs {
+                store.delete_outbox(seq)?;
+            }
+            Ok(Vec::new())
+        }
     }
 }
 
@@ -67,22 +83,17 @@ fn announce_leader<S: PartitionStore>(
 fn invoke<S: PartitionStore>(
     store: &mut S,
     invocation: &ServiceInvocation,
+    now: MillisSinceEpoch,
 ) -> Result<Vec<Action>, StorageError> {
     let id = invocation.invocation_id;
     match store.status(id)? {
         None => {}
         // The same invocation again (a retried request): join it rather than run it twice.
         Some(InvocationStatus::Completed { result, .. }) => {
-            return Ok(invocation
-                .response_sink
-                .clone()
-                .map(|sink| Action::Respond {
-                    sink,
-                    invocation_id: id,
-                    result,
-                })
-                .into_iter()
-                .collect());
+            return match &invocation.response_sink {
+                Some(sink) => Ok(vec![respond(store, sink.clone(), id, result)?]),
+                None => Ok(Vec::new()),
+            };
         }
         Some(mut status) => {
             if let Some(sink) = &invocation.response_sink {
@@ -117,26 +128,78 @@ fn invoke<S: PartitionStore>(
         deployment: None,
         output: None,
         notified_completions: Vec::new(),
+        notified_signals: Vec::new(),
+        notified_signal_names: Vec::new(),
+        pending_calls: Vec::new(),
         last_failure: None,
         created_at: invocation.created_at,
         retention: invocation.retention,
     };
-    // An exclusive handler runs only while it holds its object; else it waits its turn.
-    if let Some(object) = invocation.target.locked_object()
+    if let Some(at) = invocation.execution_time.filter(|at| *at > now) {
+        let timer = TimerKey {
+            wake_at: at,
+            invocation_id: id,
+            kind: TimerKind::Start,
+        };
+        store.put_timer(timer)?;
+        store.put_status(id, InvocationStatus::Scheduled(in_flight))?;
+        return Ok(vec![Action::RegisterTimer(timer)]);
+    }
+    start(store, id, in_flight)
+}
+
+/// An invocation whose input is journaled starts: it runs, or, for an exclusive handler whose
+/// object is held, waits its turn in the object's inbox.
+fn start<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    in_flight: InFlight,
+) -> Result<Vec<Action>, StorageError> {
+    if let Some(object) = in_flight.target.locked_object()
         && let Some(seq) = object::lock_or_enqueue(store, &object, id)?
     {
         store.put_status(id, InvocationStatus::Inboxed { in_flight, seq })?;
         return Ok(Vec::new());
     }
+    let target = in_flight.target.clone();
     store.put_status(id, InvocationStatus::Invoked(in_flight))?;
     Ok(vec![Action::Invoke {
         invocation_id: id,
-        target: invocation.target.clone(),
+        target,
     }])
+}
+
+/// Hands a result to whoever waits for it: an ingress request on this node, or a calling
+/// invocation, through the outbox.
+fn respond<S: PartitionStore>(
+    store: &mut S,
+    sink: ResponseSink,
+    id: InvocationId,
+    result: InvocationResult,
+) -> Result<Action, StorageError> {
+    match sink {
+        ResponseSink::Ingress { .. } => Ok(Action::Respond {
+            sink,
+            invocation_id: id,
+            result,
+        }),
+        ResponseSink::Invocation {
+            caller,
+            completion_id,
+        } => outbox::send(
+            store,
+            OutboxMessage::CallResult {
+                caller,
+                completion_id,
+                result,
+            },
+        ),
+    }
 }
 
 fn add_sink(status: &mut InvocationStatus, sink: ResponseSink) {
     if let InvocationStatus::Invoked(in_flight)
+    | InvocationStatus::Scheduled(in_flight)
     | InvocationStatus::Inboxed { in_flight, .. }
     | InvocationStatus::Suspended { in_flight, .. } = status
     {
@@ -193,6 +256,9 @@ fn apply_effect<S: PartitionStore>(
                 Ok(Vec::new())
             }
             EffectKind::JournalEntry(entry) => append_command(store, id, in_flight, entry),
+            EffectKind::Call { entry, callee } => {
+                outbox::call(store, id, in_flight, entry, callee, now)
+            }
             EffectKind::Suspended {
                 waiting_completions,
                 waiting_signals,
@@ -252,8 +318,10 @@ fn stale_effect(
     if effect.fence.attempt != in_flight.attempt {
         return Some("from another attempt");
     }
-    if matches!(effect.kind, EffectKind::JournalEntry(_))
-        && effect.fence.command_index != in_flight.commands
+    if matches!(
+        effect.kind,
+        EffectKind::JournalEntry(_) | EffectKind::Call { .. }
+    ) && effect.fence.command_index != in_flight.commands
     {
         return Some("a command for another journal position");
     }
@@ -263,6 +331,7 @@ fn stale_effect(
 fn state_name(status: &InvocationStatus) -> &'static str {
     match status {
         InvocationStatus::Invoked(_) => "invoked",
+        InvocationStatus::Scheduled(_) => "scheduled",
         InvocationStatus::Inboxed { .. } => "inboxed",
         InvocationStatus::Suspended { .. } => "suspended",
         InvocationStatus::Completed { .. } => "completed",
@@ -284,6 +353,17 @@ fn append_command<S: PartitionStore>(
         warn!(invocation = %id, %ty, "a deployment cannot journal this entry; ignored");
         return Ok(Vec::new());
     }
+    // The invoker fails the attempt on these instead of proposing them, and call commands
+    // come as `EffectKind::Call`; journaling one here would acknowledge what nothing does.
+    if !is_implemented(ty)
+        || matches!(
+            ty,
+            MessageType::CallCommand | MessageType::OneWayCallCommand
+        )
+    {
+        warn!(invocation = %id, %ty, "a command this state machine cannot carry out; ignored");
+        return Ok(Vec::new());
+    }
     if ty == MessageType::OutputCommand {
         match proto::OutputCommandMessage::decode(entry.payload.clone()) {
             Ok(output) => in_flight.output = Some(output_result(output)),
@@ -293,10 +373,19 @@ fn append_command<S: PartitionStore>(
             }
         }
     }
-    let index = in_flight.journal_length;
-    store.put_journal_entry(id, index, entry.clone())?;
-    in_flight.journal_length = index.saturating_add(1);
-    in_flight.commands = in_flight.commands.saturating_add(1);
+    let signal = match signal_of_command(ty, &entry.payload) {
+        Ok(signal) => signal,
+        Err(err) => {
+            warn!(invocation = %id, %ty, %err, "a signal command that cannot be carried out; ignored");
+            return Ok(Vec::new());
+        }
+    };
+    journal_command(store, id, &mut in_flight, entry)?;
+    if let Some(signal) = signal {
+        let deliver = outbox::send(store, OutboxMessage::Signal(signal))?;
+        store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+        return Ok(vec![deliver]);
+    }
     if ty == MessageType::SleepCommand {
         let actions = register_timer(store, id, entry)?;
         store.put_status(id, InvocationStatus::Invoked(in_flight))?;
@@ -320,6 +409,20 @@ fn append_command<S: PartitionStore>(
     Ok(actions)
 }
 
+/// Puts a command at the end of the journal.
+fn journal_command<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    in_flight: &mut InFlight,
+    entry: &StoredFrame,
+) -> Result<(), StorageError> {
+    let index = in_flight.journal_length;
+    store.put_journal_entry(id, index, entry.clone())?;
+    in_flight.journal_length = index.saturating_add(1);
+    in_flight.commands = in_flight.commands.saturating_add(1);
+    Ok(())
+}
+
 fn output_result(output: proto::OutputCommandMessage) -> InvocationResult {
     match output.result {
         Some(output_command_message::Result::Value(value)) => {
@@ -340,6 +443,20 @@ fn complete_run<S: PartitionStore>(
     completion_id: u32,
     result: &InvocationResult,
 ) -> Result<Vec<Action>, StorageError> {
+    let entry = result_notification(
+        MessageType::RunCompletionNotification,
+        completion_id,
+        result,
+    );
+    notify_completion(store, id, completion_id, entry)
+}
+
+/// The notification completing `completion_id` with a result.
+fn result_notification(
+    ty: MessageType,
+    completion_id: u32,
+    result: &InvocationResult,
+) -> StoredFrame {
     let result = match result {
         InvocationResult::Success(value) => notification_template::Result::Value(proto::Value {
             content: value.clone(),
@@ -356,8 +473,7 @@ fn complete_run<S: PartitionStore>(
         id: Some(notification_template::Id::CompletionId(completion_id)),
         result: Some(result),
     };
-    let entry = frame(MessageType::RunCompletionNotification, &notification);
-    notify_completion(store, id, completion_id, entry)
+    frame(ty, &notification)
 }
 
 /// A sleep: its timer is stored in the batch that journals the command, and the leader's
@@ -404,6 +520,13 @@ fn timer_fired<S: PartitionStore>(
             let entry = frame(MessageType::SleepCompletionNotification, &notification);
             notify_completion(store, id, completion_id, entry)
         }
+        TimerKind::Start => match store.status(id)? {
+            Some(InvocationStatus::Scheduled(in_flight)) => start(store, id, in_flight),
+            _ => {
+                debug!(invocation = %id, "start of an invocation that is not scheduled; ignored");
+                Ok(Vec::new())
+            }
+        },
         TimerKind::PurgeJournal | TimerKind::PurgeInvocation => {
             let Some(InvocationStatus::Completed {
                 target,
@@ -453,18 +576,11 @@ fn notify_completion<S: PartitionStore>(
         debug!(invocation = %id, completion_id, "already completed; ignored");
         return Ok(Vec::new());
     }
-    let index = in_flight.journal_length;
-    store.put_journal_entry(id, index, entry.clone())?;
-    in_flight.journal_length = index.saturating_add(1);
-    in_flight.notified_completions.push(completion_id);
+    let notify = journal_notification(store, id, &mut in_flight, completion_id, entry)?;
     match waiting {
         None => {
             store.put_status(id, InvocationStatus::Invoked(in_flight))?;
-            Ok(vec![Action::Notify {
-                invocation_id: id,
-                entry_index: index,
-                entry,
-            }])
+            Ok(vec![notify])
         }
         Some(waiting) if waiting.completions.contains(&completion_id) => {
             let target = in_flight.target.clone();
@@ -482,6 +598,26 @@ fn notify_completion<S: PartitionStore>(
     }
 }
 
+/// Journals the notification completing `completion_id` of a running or suspended invocation
+/// (the caller writes its status); the action tells a running attempt.
+fn journal_notification<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    in_flight: &mut InFlight,
+    completion_id: u32,
+    entry: StoredFrame,
+) -> Result<Action, StorageError> {
+    let index = in_flight.journal_length;
+    store.put_journal_entry(id, index, entry.clone())?;
+    in_flight.journal_length = index.saturating_add(1);
+    in_flight.notified_completions.push(completion_id);
+    Ok(Action::Notify {
+        invocation_id: id,
+        entry_index: index,
+        entry,
+    })
+}
+
 /// Suspends, or resumes at once when something waited for is already in the journal.
 fn suspend<S: PartitionStore>(
     store: &mut S,
@@ -489,11 +625,7 @@ fn suspend<S: PartitionStore>(
     mut in_flight: InFlight,
     waiting: Waiting,
 ) -> Result<Vec<Action>, StorageError> {
-    let ready = waiting.is_empty()
-        || waiting
-            .completions
-            .iter()
-            .any(|c| in_flight.notified_completions.contains(c));
+    let ready = waiting.is_empty() || waiting.is_ready(&in_flight);
     if ready {
         let target = in_flight.target.clone();
         in_flight.attempt = in_flight.attempt.saturating_add(1);
@@ -546,9 +678,16 @@ fn complete<S: PartitionStore>(
     if journal_length == 0 {
         store.delete_journal(id, in_flight.journal_length)?;
     }
+    // Only the holder releases: an invocation that ends while inboxed never held the lock.
     let released = match in_flight.target.locked_object() {
-        Some(object) => object::release(store, &object, id)?,
-        None => Vec::new(),
+        Some(object)
+            if store
+                .object_lock(&object)?
+                .is_some_and(|lock| lock.holder == id) =>
+        {
+            object::release(store, &object, id)?
+        }
+        _ => Vec::new(),
     };
     if completion_ms > 0 {
         store.put_status(
@@ -562,16 +701,9 @@ fn complete<S: PartitionStore>(
     } else {
         store.delete_status(id)?;
     }
-    actions.extend(
-        in_flight
-            .response_sinks
-            .into_iter()
-            .map(|sink| Action::Respond {
-                sink,
-                invocation_id: id,
-                result: result.clone(),
-            }),
-    );
+    for sink in in_flight.response_sinks {
+        actions.push(respond(store, sink, id, result.clone())?);
+    }
     actions.extend(released);
     Ok(actions)
 }

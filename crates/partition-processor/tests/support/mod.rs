@@ -39,6 +39,7 @@ pub fn invoke(n: u128, request_id: u64) -> Record {
             completion_ms: DAY_MS,
             journal_ms: 0,
         },
+        execution_time: None,
     })
 }
 
@@ -177,6 +178,7 @@ pub fn invoke_handler(
             completion_ms: DAY_MS,
             journal_ms: 0,
         },
+        execution_time: None,
     })
 }
 
@@ -212,4 +214,108 @@ pub fn sleep(completion_id: u32, wake_up_time: u64) -> EffectKind {
             name: String::new(),
         },
     )
+}
+
+/// The partition test deliveries come from.
+pub const PRODUCER: reprise_types::PartitionId = reprise_types::PartitionId::new(0);
+
+/// The target of calls in tests: `Echo/echo` (a service), or `Counter/add` on `key`.
+pub fn callee_target(key: Option<&str>) -> InvocationTarget {
+    match key {
+        None => InvocationTarget {
+            service: "Echo".into(),
+            handler: "echo".into(),
+            key: None,
+            handler_type: HandlerType::Exclusive,
+        },
+        Some(key) => InvocationTarget {
+            service: "Counter".into(),
+            handler: "add".into(),
+            key: Some(key.into()),
+            handler_type: HandlerType::Exclusive,
+        },
+    }
+}
+
+fn callee(invocation_id: InvocationId, key: Option<&str>) -> reprise_partition_processor::Callee {
+    reprise_partition_processor::Callee {
+        invocation_id,
+        target: callee_target(key),
+        retention: Retention {
+            completion_ms: DAY_MS,
+            journal_ms: 0,
+        },
+    }
+}
+
+/// A call of `callee` (see [`callee_target`]) with `parameter`; the callee's id completes
+/// `id_notification`, its result `result_completion`.
+pub fn call(
+    callee_id: InvocationId,
+    key: Option<&str>,
+    parameter: &'static [u8],
+    id_notification: u32,
+    result_completion: u32,
+) -> EffectKind {
+    let target = callee_target(key);
+    let message = proto::CallCommandMessage {
+        service_name: target.service,
+        handler_name: target.handler,
+        parameter: Bytes::from_static(parameter),
+        headers: vec![proto::Header {
+            key: "x-call".into(),
+            value: "1".into(),
+        }],
+        key: target.key.unwrap_or_default(),
+        idempotency_key: None,
+        invocation_id_notification_idx: id_notification,
+        result_completion_id: result_completion,
+        name: String::new(),
+    };
+    EffectKind::Call {
+        entry: StoredFrame {
+            ty: MessageType::CallCommand.id(),
+            payload: message.encode_to_vec().into(),
+        },
+        callee: callee(callee_id, key),
+    }
+}
+
+/// A one-way call of `callee` that starts at `invoke_time` (0: at once).
+pub fn send(
+    callee_id: InvocationId,
+    key: Option<&str>,
+    id_notification: u32,
+    invoke_time: u64,
+) -> EffectKind {
+    let target = callee_target(key);
+    let message = proto::OneWayCallCommandMessage {
+        service_name: target.service,
+        handler_name: target.handler,
+        parameter: Bytes::from_static(b"1"),
+        invoke_time,
+        headers: vec![],
+        key: target.key.unwrap_or_default(),
+        idempotency_key: None,
+        invocation_id_notification_idx: id_notification,
+        name: String::new(),
+    };
+    EffectKind::Call {
+        entry: StoredFrame {
+            ty: MessageType::OneWayCallCommand.id(),
+            payload: message.encode_to_vec().into(),
+        },
+        callee: callee(callee_id, key),
+    }
+}
+
+/// Messages `seqs` of [`PRODUCER`]'s outbox as `store` holds them, delivered.
+pub fn deliver_from(store: &MemoryStore, seqs: &[u64]) -> Record {
+    Record::Deliver(reprise_partition_processor::Delivery {
+        producer: PRODUCER,
+        messages: seqs
+            .iter()
+            .map(|seq| (*seq, store.outbox[seq].clone()))
+            .collect(),
+    })
 }

@@ -1,6 +1,6 @@
 //! Test services written with the official Rust SDK, implementing the SDK conformance contract
-//! (`TestUtilsService`, `Counter`, the stateless `Failing` handlers) plus the test-only
-//! `Recorder`. Reprise's end-to-end tests register and call them like any user's deployment.
+//! (`TestUtilsService`, `Counter`, `Proxy`, the stateless `Failing` handlers) plus the test-only
+//! `Recorder` and `Unimplemented`. Reprise's end-to-end tests register and call them like any user's deployment.
 //!
 //! Usage: `reprise-test-services [--variant default|breaking] [--listen ADDR] [--dir DIR]`.
 //! The process listens on `ADDR` (default: a port the OS picks on 127.0.0.1) and prints
@@ -8,12 +8,15 @@
 //! `TestUtilsService` with `echo` only: registered after the default variant, it is an
 //! incompatible change. `--dir` is where `Recorder` writes its events.
 
+mod awakeables;
 mod collections;
 mod counter;
 mod failing;
+mod proxy;
 mod recorder;
 mod sleeper;
 mod test_utils;
+mod unimplemented;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,11 +44,15 @@ async fn main() -> std::io::Result<()> {
         "default" => Endpoint::builder()
             .bind(test_utils::TestUtilsService::default())
             .bind(counter::Counter)
+            .bind(awakeables::AwakeableHolder)
+            .bind(awakeables::AwakeableWaiter)
+            .bind(proxy::Proxy)
             .bind(collections::ListObject)
             .bind(collections::MapObject)
             .bind(sleeper::Sleeper::new(dir.clone()))
             .bind(failing::Failing::default())
             .bind(recorder::Recorder::new(dir))
+            .bind(unimplemented::Unimplemented)
             .build(),
         "breaking" => Endpoint::builder()
             .bind(test_utils::TestUtilsServiceEchoOnly)
