@@ -135,6 +135,16 @@ impl Setup {
         Ok(answer)
     }
 
+    /// The value of `Counter/<key>`.
+    pub async fn count(&self, key: &str) -> anyhow::Result<i64> {
+        let answer = self
+            .ok(&format!("/Counter/{key}/get"), &Value::Null)
+            .await?;
+        answer
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("Counter.get answered {answer}"))
+    }
+
     /// Sends (`<path>/send`) and returns the invocation id.
     pub async fn send(&self, path: &str, body: &Value) -> anyhow::Result<String> {
         let (status, answer) = self.call(&format!("{path}/send"), body).await?;

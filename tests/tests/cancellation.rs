@@ -204,3 +204,47 @@ async fn unknown_and_completed_invocations_are_refused(
     assert_eq!(admin.patch(&id, "purge").await?, 404, "purged: gone");
     Ok(())
 }
+
+/// Retries exhausted (two attempts, `on-max-attempts` left at its default, `pause`): the
+/// invocation waits, paused, running nothing, until the admin API resumes it.
+#[tokio::test]
+async fn an_invocation_out_of_attempts_pauses_until_it_is_resumed() -> anyhow::Result<()> {
+    let (setup, admin) =
+        start(&[("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_ATTEMPTS", "2")]).await?;
+    let admin = Admin {
+        client: setup.client.clone(),
+        base: admin,
+    };
+    let id = setup.send("/Recorder/failUntilGate", &Value::Null).await?;
+    let attempts = |records: &std::path::Path| {
+        std::fs::read_to_string(records.join("events.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with(id.as_str()) && line.ends_with("attempt"))
+            .count()
+    };
+    let records = setup.records();
+    eventually("two attempts", Duration::from_secs(20), || {
+        let n = attempts(&records);
+        async move { n >= 2 }
+    })
+    .await?;
+    setup.open_gate()?;
+    // Resuming is refused until the pause is committed, then accepted once.
+    eventually(
+        "the invocation to be paused",
+        Duration::from_secs(20),
+        || async { admin.patch(&id, "resume").await.ok() == Some(202) },
+    )
+    .await?;
+    let attached = setup
+        .client
+        .get(format!("{}/restate/invocation/{id}/attach", setup.ingress))
+        .send()
+        .await?;
+    assert_eq!(attached.status().as_u16(), 200);
+    assert_eq!(attached.json::<Value>().await?, json!("succeeded"));
+    assert_eq!(attempts(&records), 3, "nothing ran while it was paused");
+    assert_eq!(admin.patch(&id, "resume").await?, 409, "it is completed");
+    Ok(())
+}

@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 /// The services of the default variant, by name.
-const DEFAULT_SERVICES: [&str; 11] = [
+const DEFAULT_SERVICES: [&str; 12] = [
+    "Attacher",
     "AwakeableHolder",
     "AwakeableWaiter",
+    "BlockAndWaitWorkflow",
     "Counter",
     "Failing",
     "ListObject",
@@ -21,7 +23,6 @@ const DEFAULT_SERVICES: [&str; 11] = [
     "Recorder",
     "Sleeper",
     "TestUtilsService",
-    "Unimplemented",
 ];
 
 async fn started_node(base: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {

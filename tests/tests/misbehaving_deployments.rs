@@ -101,6 +101,10 @@ async fn malformed_responses_fail_the_attempt_with_a_reason() -> anyhow::Result<
             "10ms",
         )
         .env("REPRISE_WORKER__INVOKER__RETRY_POLICY__MAX_ATTEMPTS", "2")
+        .env(
+            "REPRISE_WORKER__INVOKER__RETRY_POLICY__ON_MAX_ATTEMPTS",
+            "kill",
+        )
         .env("REPRISE_WORKER__INVOKER__MESSAGE_SIZE_LIMIT", "64 KiB")
         .spawn()?;
     let addresses = node.wait_ready().await?.clone();

@@ -1,7 +1,7 @@
-//! Managing invocations: `PATCH /invocations/{id}/cancel|kill|purge` and the reference's
+//! Managing invocations: `PATCH /invocations/{id}/cancel|kill|purge|resume` and the reference's
 //! `DELETE /invocations/{id}?mode=cancel|kill|purge` (cancel when no mode is given). An unknown
-//! id is 404; cancelling or killing a completed invocation, or purging one that is not
-//! completed, is 409; otherwise 202 once the request is durable in the invocation's partition
+//! id is 404; cancelling or killing a completed invocation, purging one that is not completed,
+//! or resuming one that is not paused, is 409; otherwise 202 once the request is durable in the invocation's partition
 //! (a cancellation then runs its course: the SDK gets the signal and may compensate).
 
 use axum::extract::{Path, Query, State};
@@ -19,6 +19,7 @@ use crate::{AdminError, AdminHandle, worker};
 enum Operation {
     Terminate(TerminationMode),
     Purge,
+    Resume,
 }
 
 fn operation(name: &str) -> Result<Operation, AdminError> {
@@ -26,8 +27,9 @@ fn operation(name: &str) -> Result<Operation, AdminError> {
         "cancel" => Ok(Operation::Terminate(TerminationMode::Cancel)),
         "kill" => Ok(Operation::Terminate(TerminationMode::Kill)),
         "purge" => Ok(Operation::Purge),
+        "resume" => Ok(Operation::Resume),
         other => Err(AdminError::NotFound(format!(
-            "no invocation operation `{other}`: use cancel, kill or purge"
+            "no invocation operation `{other}`: use cancel, kill, purge or resume"
         ))),
     }
 }
@@ -54,11 +56,14 @@ pub(crate) async fn delete(
 ) -> Result<Response, AdminError> {
     let worker = worker(handle.get()?)?;
     let name = query.mode.as_deref().unwrap_or("cancel");
-    let operation = operation(name).map_err(|_| {
-        AdminError::BadRequest(format!(
-            "mode `{name}` is not one of cancel, kill and purge"
-        ))
-    })?;
+    let operation = operation(name)
+        .ok()
+        .filter(|operation| *operation != Operation::Resume)
+        .ok_or_else(|| {
+            AdminError::BadRequest(format!(
+                "mode `{name}` is not one of cancel, kill and purge"
+            ))
+        })?;
     apply(worker, &id, operation).await
 }
 
@@ -95,6 +100,15 @@ async fn apply(
             }
             worker.purge(id).await.map_err(unavailable)?;
             info!(invocation = %id, "invocation purged through the admin API");
+        }
+        Operation::Resume => {
+            if !matches!(status, InvocationStatus::Paused(_)) {
+                return Err(AdminError::Conflict(format!(
+                    "invocation {id} is not paused"
+                )));
+            }
+            worker.resume(id).await.map_err(unavailable)?;
+            info!(invocation = %id, "invocation resumed through the admin API");
         }
     }
     Ok(StatusCode::ACCEPTED.into_response())

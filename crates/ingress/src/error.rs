@@ -22,6 +22,8 @@ pub enum IngressError {
     TooLarge { limit: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("invocation {0} has not completed yet")]
+    NotReady(String),
 }
 
 #[derive(Serialize)]
@@ -39,6 +41,10 @@ impl IngressError {
             IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The reference's status for an output that is not there yet.
+            IngressError::NotReady(_) => {
+                StatusCode::from_u16(470).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `POST /restate/awakeables/{id}/resolve|reject` completes an awakeable.
 
 mod error;
+mod invocations;
 mod path;
 
 use std::sync::Arc;
@@ -19,19 +20,15 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use reprise_invoker::TargetError;
-use reprise_partition_processor::{
-    InvocationResult, Retention, ServiceInvocation, Signal, SignalId, SignalResult,
-};
+use reprise_partition_processor::{InvocationResult, Retention, ServiceInvocation};
 use reprise_schema::SchemaView;
-use reprise_service_protocol::awakeable::{AwakeableId, AwakeableIdError};
 use reprise_service_protocol::discovery::Handler;
-use reprise_types::{InvocationId, MillisSinceEpoch, PartitionKey};
+use reprise_types::{InvocationId, MillisSinceEpoch};
 use reprise_worker::WorkerHandle;
 use serde::Serialize;
 use tokio::sync::watch;
 
 pub use error::IngressError;
-use path::Completion;
 pub use path::{Target, parse};
 
 /// Request headers that describe the connection, not the invocation.
@@ -116,16 +113,19 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
     let (parts, body) = request.into_parts();
     if let Some(route) = path::awakeable(parts.uri.path()) {
         let (id, completion) = route?;
-        return complete_awakeable(state, &parts, body, &id, completion).await;
+        return invocations::complete_awakeable(state, &parts, body, &id, completion).await;
     }
     let schema = state
         .schema
         .current()
         .await
         .map_err(|err| IngressError::Unavailable(format!("cannot read the schema: {err}")))?;
-    let target = path::parse(parts.uri.path(), |name| {
-        schema.service(name).map(|s| s.service.ty)
-    })?;
+    let service_type = |name: &str| schema.service(name).map(|s| s.service.ty);
+    if let Some(route) = path::query(parts.uri.path(), service_type) {
+        let (target, kind) = route?;
+        return invocations::query(state, &parts, body, &schema, target, kind).await;
+    }
+    let target = path::parse(parts.uri.path(), service_type)?;
     if parts.method != Method::POST && parts.method != Method::GET {
         return Err(IngressError::MethodNotAllowed {
             method: parts.method.to_string(),
@@ -143,14 +143,28 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
         _ => IngressError::NotFound(err.to_string()),
     })?;
     let handler = resolved.handler;
+    let idempotency_key = idempotency_key(&parts.headers)?;
+    if idempotency_key.is_some() && resolved.is_workflow_run() {
+        return Err(IngressError::BadRequest(format!(
+            "`{}/{}` is a workflow's run: it runs once per key, without an idempotency key",
+            target.service, target.handler
+        )));
+    }
+    let delay = match delay(&parts.uri)? {
+        Some(_) if !target.send => {
+            return Err(IngressError::BadRequest(
+                "`delay` applies to sends only (`…/send?delay=10s`)".into(),
+            ));
+        }
+        delay => delay,
+    };
     let argument = read_body(body, &parts.headers, state.request_size_limit).await?;
     check_input(handler, &parts.headers, &argument)?;
 
-    let partition_key = match &target.key {
-        Some(key) => PartitionKey::from_key(key),
-        None => PartitionKey::new(rand::random()),
-    };
-    let invocation_id = InvocationId::new(partition_key, rand::random());
+    let invocation_id = resolved.invocation_id(idempotency_key.as_deref());
+    // An idempotent request or a workflow run may exist already: a send is then answered
+    // as previously accepted (a call joins it, in the partition).
+    let derived = idempotency_key.is_some() || resolved.is_workflow_run();
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -170,16 +184,33 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
         response_sink: None,
         created_at: MillisSinceEpoch::now(),
         retention: resolved.retention,
-        execution_time: None,
+        execution_time: delay.map(|delay| {
+            let at = MillisSinceEpoch::now()
+                .as_u64()
+                .saturating_add(delay.as_millis() as u64);
+            MillisSinceEpoch::new(at)
+        }),
     };
     let id_header = HeaderValue::try_from(invocation_id.to_string())
         .expect("an invocation id is alphanumeric ASCII");
 
     if target.send {
-        state.worker.send(invocation).await?;
+        let previously = derived
+            && state
+                .worker
+                .invocation_status(invocation_id)
+                .await?
+                .is_some();
+        if !previously {
+            state.worker.send(invocation).await?;
+        }
         let body = Accepted {
             invocation_id: invocation_id.to_string(),
-            status: "Accepted",
+            status: if previously {
+                "PreviouslyAccepted"
+            } else {
+                "Accepted"
+            },
         };
         let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
         response.headers_mut().insert("x-restate-id", id_header);
@@ -187,6 +218,12 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
     }
 
     let result = state.worker.call(invocation).await?;
+    Ok(answer(Some(handler), invocation_id, result))
+}
+
+/// The answer to a call (or an attach): the output with the handler's content type, or the
+/// failure with its code as the status; `x-restate-id` names the invocation.
+fn answer(handler: Option<&Handler>, id: InvocationId, result: InvocationResult) -> Response {
     let mut response = match result {
         InvocationResult::Success(output) => success(handler, output),
         InvocationResult::Failure { code, message } => {
@@ -208,53 +245,90 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
             response
         }
     };
+    let id_header =
+        HeaderValue::try_from(id.to_string()).expect("an invocation id is alphanumeric ASCII");
     response.headers_mut().insert("x-restate-id", id_header);
-    Ok(response)
+    response
 }
 
-/// Resolves (with the body as its value) or rejects (with the body as the failure's message,
-/// code 500, as the reference does) an awakeable; 202 once the signal is durable in the
-/// partition of the invocation that owns the awakeable.
-async fn complete_awakeable(
-    state: &IngressState,
-    parts: &http::request::Parts,
-    body: Body,
-    id: &str,
-    completion: Completion,
-) -> Result<Response, IngressError> {
-    if parts.method != Method::POST {
-        return Err(IngressError::MethodNotAllowed {
-            method: parts.method.to_string(),
-        });
-    }
-    let awakeable: AwakeableId = id
-        .parse()
-        .map_err(|err: AwakeableIdError| IngressError::BadRequest(err.to_string()))?;
-    let body = read_body(body, &parts.headers, state.request_size_limit).await?;
-    let result = match completion {
-        Completion::Resolve => SignalResult::Value(body),
-        Completion::Reject => SignalResult::Failure {
-            code: 500,
-            message: String::from_utf8_lossy(&body).into_owned(),
-        },
+/// The `idempotency-key` header, if the request has one; an empty or non-ASCII one is refused.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngressError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
     };
-    state
-        .worker
-        .signal(Signal {
-            target: awakeable.invocation_id,
-            id: SignalId::Index(awakeable.signal_index),
-            result,
-        })
-        .await?;
-    Ok(StatusCode::ACCEPTED.into_response())
+    match value.to_str() {
+        Ok(key) if !key.is_empty() => Ok(Some(key.to_owned())),
+        _ => Err(IngressError::BadRequest(
+            "the idempotency-key header must be a non-empty ASCII string".into(),
+        )),
+    }
 }
 
-fn success(handler: &Handler, output: Bytes) -> Response {
+/// The `delay` query parameter of a send: milliseconds (`5000`), ISO 8601 (`PT5S`) or a
+/// friendly duration (`5s`, `1h 30m`).
+fn delay(uri: &http::Uri) -> Result<Option<std::time::Duration>, IngressError> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    let Some(text) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay="))
+    else {
+        return Ok(None);
+    };
+    let text = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+    parse_duration(&text).map(Some).ok_or_else(|| {
+        IngressError::BadRequest(format!(
+            "`delay={text}` is not a duration: use milliseconds, PT10S or 10s"
+        ))
+    })
+}
+
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(iso) = text.strip_prefix('P').or_else(|| text.strip_prefix('p')) {
+        let mut total = 0f64;
+        let mut number = String::new();
+        let mut in_time = false;
+        let mut units = 0;
+        for c in iso.chars() {
+            match c.to_ascii_uppercase() {
+                'T' if number.is_empty() => in_time = true,
+                '0'..='9' | '.' => number.push(c),
+                unit => {
+                    let value: f64 = number.parse().ok()?;
+                    number.clear();
+                    units += 1;
+                    total += value
+                        * match (unit, in_time) {
+                            ('D', false) => 86_400.0,
+                            ('W', false) => 604_800.0,
+                            ('H', true) => 3_600.0,
+                            ('M', true) => 60.0,
+                            ('S', true) => 1.0,
+                            _ => return None,
+                        };
+                }
+            }
+        }
+        return (units > 0 && number.is_empty() && total.is_finite() && total < 1e12)
+            .then(|| Duration::from_secs_f64(total));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+fn success(handler: Option<&Handler>, output: Bytes) -> Response {
     let content_type = handler
-        .output
-        .content_type
-        .as_deref()
-        .filter(|_| !output.is_empty() || handler.output.set_content_type_if_empty)
+        .and_then(|handler| {
+            handler
+                .output
+                .content_type
+                .as_deref()
+                .filter(|_| !output.is_empty() || handler.output.set_content_type_if_empty)
+        })
         .and_then(|ct| HeaderValue::try_from(ct).ok());
     let mut response = Response::new(Body::from(output));
     if let Some(content_type) = content_type {
@@ -351,5 +425,25 @@ fn content_type_matches(pattern: &str, sent: &str) -> bool {
         Some(("*", "*")) => true,
         Some((ty, "*")) => sent.split_once('/').is_some_and(|(t, _)| t == ty),
         _ => pattern == sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn delays_are_milliseconds_iso_8601_or_friendly() {
+        assert_eq!(parse_duration("5000"), Some(Duration::from_millis(5000)));
+        assert_eq!(parse_duration("PT10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("PT1.5S"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("P1DT1H"), Some(Duration::from_secs(90_000)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5_400)));
+        for bad in ["", "PT", "PT5", "P1H", "soon", "PT1e300S", "-5"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

@@ -43,6 +43,111 @@ pub fn awakeable(path: &str) -> Option<Result<(String, Completion), IngressError
     })
 }
 
+/// Which invocation an attach or output request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryTarget {
+    /// By id (`inv_1…`, not parsed yet).
+    Id(String),
+    /// The request to `service`/`handler` (on `key`) with an idempotency key.
+    Idempotent {
+        service: String,
+        key: Option<String>,
+        handler: String,
+        idempotency_key: String,
+    },
+    /// The run of workflow `name` with `key`.
+    Workflow { name: String, key: String },
+    /// Named by the request's body (`POST /restate/attach|output|lookup`).
+    InBody,
+}
+
+/// Wait for the result (`attach`), read it as it is (`output`), or only name the invocation
+/// (`lookup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    Attach,
+    Output,
+    Lookup,
+}
+
+/// `/restate/invocation/{id}/attach|output`, `/restate/invocation/{service}[/{key}]/{handler}/
+/// {idempotencyKey}/attach|output`, `/restate/workflow/{name}/{key}/attach|output` and
+/// `/restate/attach|output/{id}`; `None` for any other path.
+pub fn query(
+    path: &str,
+    service_type: impl Fn(&str) -> Option<ServiceType>,
+) -> Option<Result<(QueryTarget, QueryKind), IngressError>> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (first, second) = (segments.first()?, segments.get(1)?);
+    if *first != "restate"
+        || !matches!(
+            *second,
+            "invocation" | "workflow" | "attach" | "output" | "lookup"
+        )
+    {
+        return None;
+    }
+    Some(parse_query(path, &segments, service_type))
+}
+
+fn parse_query(
+    path: &str,
+    segments: &[&str],
+    service_type: impl Fn(&str) -> Option<ServiceType>,
+) -> Result<(QueryTarget, QueryKind), IngressError> {
+    let decoded = segments
+        .iter()
+        .map(|segment| percent_decode(segment))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kind = |name: &str| match name {
+        "attach" => Ok(QueryKind::Attach),
+        "output" => Ok(QueryKind::Output),
+        _ => Err(IngressError::NotFound(format!(
+            "no ingress API at {path}: it ends with /attach or /output"
+        ))),
+    };
+    let decoded: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    match decoded.as_slice() {
+        [_, "attach"] => Ok((QueryTarget::InBody, QueryKind::Attach)),
+        [_, "output"] => Ok((QueryTarget::InBody, QueryKind::Output)),
+        [_, "lookup"] => Ok((QueryTarget::InBody, QueryKind::Lookup)),
+        [_, verb @ ("attach" | "output"), id] => {
+            Ok((QueryTarget::Id((*id).to_owned()), kind(verb)?))
+        }
+        [_, "invocation", id, verb] => Ok((QueryTarget::Id((*id).to_owned()), kind(verb)?)),
+        [_, "invocation", service, rest @ .., idempotency_key, verb] if !rest.is_empty() => {
+            let keyed = service_type(service)
+                .ok_or_else(|| IngressError::NotFound(format!("service `{service}` not found")))?
+                .is_keyed();
+            let (key, handler) = match (keyed, rest) {
+                (false, [handler]) => (None, *handler),
+                (true, [key, handler]) => (Some((*key).to_owned()), *handler),
+                _ => {
+                    return Err(IngressError::NotFound(format!(
+                        "no ingress API at {path}: use /restate/invocation/{service}/{}{{handler}}/{{idempotencyKey}}/attach",
+                        if keyed { "{key}/" } else { "" }
+                    )));
+                }
+            };
+            let target = QueryTarget::Idempotent {
+                service: (*service).to_owned(),
+                key,
+                handler: handler.to_owned(),
+                idempotency_key: (*idempotency_key).to_owned(),
+            };
+            Ok((target, kind(verb)?))
+        }
+        [_, "workflow", name, key, verb] => Ok((
+            QueryTarget::Workflow {
+                name: (*name).to_owned(),
+                key: (*key).to_owned(),
+            },
+            kind(verb)?,
+        )),
+        _ => Err(IngressError::NotFound(format!("no ingress API at {path}"))),
+    }
+}
+
 /// Parses `path`; `service_type` says how a registered service is addressed (`None`: unknown).
 pub fn parse(
     path: &str,
@@ -134,6 +239,63 @@ mod tests {
             "Counter" => Some(ServiceType::VirtualObject),
             _ => None,
         }
+    }
+
+    #[test]
+    fn attach_and_output_paths_name_their_invocation() {
+        let parse = |path: &str| query(path, lookup).expect("a query path");
+        assert_eq!(
+            parse("/restate/invocation/inv_1x/attach").expect("parses"),
+            (QueryTarget::Id("inv_1x".into()), QueryKind::Attach)
+        );
+        assert_eq!(
+            parse("/restate/output/inv_1x").expect("parses"),
+            (QueryTarget::Id("inv_1x".into()), QueryKind::Output)
+        );
+        assert_eq!(
+            parse("/restate/invocation/Counter/a%20b/add/key-1/output").expect("parses"),
+            (
+                QueryTarget::Idempotent {
+                    service: "Counter".into(),
+                    key: Some("a b".into()),
+                    handler: "add".into(),
+                    idempotency_key: "key-1".into(),
+                },
+                QueryKind::Output
+            )
+        );
+        assert_eq!(
+            parse("/restate/invocation/Greeter/greet/k/attach").expect("parses"),
+            (
+                QueryTarget::Idempotent {
+                    service: "Greeter".into(),
+                    key: None,
+                    handler: "greet".into(),
+                    idempotency_key: "k".into(),
+                },
+                QueryKind::Attach
+            )
+        );
+        assert_eq!(
+            parse("/restate/workflow/Signup/ann/attach").expect("parses"),
+            (
+                QueryTarget::Workflow {
+                    name: "Signup".into(),
+                    key: "ann".into()
+                },
+                QueryKind::Attach
+            )
+        );
+        for bad in [
+            "/restate/invocation/inv_1x/peek",
+            "/restate/invocation/Nope/h/k/attach",
+            "/restate/invocation/Greeter/x/greet/k/attach",
+            "/restate/workflow/Signup/attach",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(query("/Greeter/greet", lookup).is_none());
+        assert!(query("/restate/call/Greeter/greet", lookup).is_none());
     }
 
     fn target(service: &str, key: Option<&str>, handler: &str, send: bool) -> Target {

@@ -12,7 +12,8 @@ use http_body_util::BodyExt;
 use prost::Message;
 use reprise_partition_processor::{
     Callee, Committed, EffectKind, Fence, InvocationResult, InvocationTarget, InvokerEffect,
-    PartitionHandle, Record, StoredFrame, is_implemented, signal_of_command,
+    PartitionHandle, Record, StoredFrame, is_implemented, promise_of_command, query_of_command,
+    signal_of_command,
 };
 use reprise_schema::{Deployment, SchemaView};
 use reprise_service_client::{RequestBody, SendError, ServiceClient, endpoint_path};
@@ -21,7 +22,7 @@ use reprise_service_protocol::proto::{self, propose_run_completion_message};
 use reprise_service_protocol::{
     Frame, FrameDecoder, FrameWriter, MessageType, ServiceProtocolVersion,
 };
-use reprise_types::{InvocationId, PartitionKey};
+use reprise_types::InvocationId;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,7 @@ impl Attempt<'_> {
             partition: self.partition,
             schema: self.schema,
             config: self.config,
+            keyless: self.target.key.is_none(),
             invocation_id: self.invocation_id,
             fence: self.fence,
             last_proposal: None,
@@ -396,6 +398,8 @@ struct Running<'a> {
     partition: &'a PartitionHandle,
     schema: &'a SchemaView,
     config: &'a Config,
+    /// The handler has no object or workflow key (promise commands need one).
+    keyless: bool,
     invocation_id: InvocationId,
     fence: Fence,
     last_proposal: Option<Committed>,
@@ -462,7 +466,18 @@ impl Running<'_> {
                 }
                 // A signal's target must be an invocation id (or an awakeable id) before the
                 // command is journaled: journaled, it is carried out.
-                if let Err(err) = signal_of_command(ty, &frame.payload) {
+                let promise = promise_of_command(ty, &frame.payload);
+                if matches!(promise, Ok(Some(_))) && self.keyless {
+                    return Some(Outcome::Failed(Failure::new(
+                        400,
+                        format!("{ty} is for workflows: this handler has no workflow key"),
+                    )));
+                }
+                if let Err(err) = signal_of_command(ty, &frame.payload)
+                    .map(|_| ())
+                    .and_then(|()| query_of_command(ty, &frame.payload).map(|_| ()))
+                    .and_then(|()| promise.map(|_| ()))
+                {
                     return Some(Outcome::Failed(Failure::new(
                         400,
                         format!("cannot carry out {ty}: {err}"),
@@ -577,12 +592,10 @@ impl Running<'_> {
                 format!("a malformed {}: {err}", frame.ty),
             )
         })?;
-        if idempotency_key.is_some() {
+        if idempotency_key.as_deref() == Some("") {
             return Err(Failure::new(
-                NOT_IMPLEMENTED,
-                format!(
-                    "Reprise does not implement idempotency keys on calls yet ({service}/{handler})"
-                ),
+                400,
+                format!("a call to {service}/{handler} with an empty idempotency key"),
             ));
         }
         let schema = self
@@ -598,12 +611,8 @@ impl Running<'_> {
             self.config.default_retention,
         )
         .map_err(|err| Failure::new(404, format!("cannot call {service}/{handler}: {err}")))?;
-        let partition_key = match &resolved.target.key {
-            Some(key) => PartitionKey::from_key(key),
-            None => PartitionKey::new(rand::random()),
-        };
         Ok(Callee {
-            invocation_id: InvocationId::new(partition_key, rand::random()),
+            invocation_id: resolved.invocation_id(idempotency_key.as_deref()),
             target: resolved.target,
             retention: resolved.retention,
         })

@@ -167,17 +167,22 @@ impl Invocation {
             retries_since_progress = retries_since_progress.saturating_add(1);
             let policy = &self.config.retry_policy;
             if policy.max_attempts.is_some_and(|max| failures >= max) {
-                warn!(invocation = %id, attempts = failures, code = failure.code, message = %failure.message,
-                    "attempt failed; retries exhausted, the invocation fails");
-                let _ = self
-                    .propose(
-                        fence,
-                        EffectKind::GaveUp {
-                            code: failure.code,
-                            message: failure.message,
-                        },
-                    )
-                    .await;
+                let kind = if policy.pause_when_exhausted {
+                    warn!(invocation = %id, attempts = failures, code = failure.code, message = %failure.message,
+                        "attempt failed; retries exhausted, the invocation is paused until it is resumed");
+                    EffectKind::Paused {
+                        code: failure.code,
+                        message: failure.message,
+                    }
+                } else {
+                    warn!(invocation = %id, attempts = failures, code = failure.code, message = %failure.message,
+                        "attempt failed; retries exhausted, the invocation fails");
+                    EffectKind::GaveUp {
+                        code: failure.code,
+                        message: failure.message,
+                    }
+                };
+                let _ = self.propose(fence, kind).await;
                 return;
             }
             let delay = failure

@@ -69,6 +69,8 @@ pub struct RetryPolicy {
     pub max_interval: Duration,
     /// Attempts in all, the first included; `None` retries forever.
     pub max_attempts: Option<u32>,
+    /// Whether an invocation whose attempts are exhausted is paused (else it fails).
+    pub pause_when_exhausted: bool,
 }
 
 impl RetryPolicy {
@@ -120,6 +122,8 @@ impl Config {
                 factor: policy.factor,
                 max_interval: policy.max_interval.as_duration(),
                 max_attempts: policy.max_attempts,
+                pause_when_exhausted: policy.on_max_attempts
+                    == reprise_node_config::OnMaxAttempts::Pause,
             },
             default_retention,
         }

@@ -2,9 +2,10 @@
 //! one place the ingress (for requests) and the invoker (for calls and sends from handlers)
 //! turn a service, handler and key into an [`InvocationTarget`] and a [`Retention`].
 
-use reprise_partition_processor::{HandlerType, InvocationTarget, Retention};
+use reprise_partition_processor::{HandlerType, InvocationTarget, Retention, ids};
 use reprise_schema::{Schema, ServiceSchema};
 use reprise_service_protocol::discovery::{self, Handler, ServiceType};
+use reprise_types::{InvocationId, PartitionKey};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -23,6 +24,33 @@ pub struct Resolved<'a> {
     pub handler: &'a Handler,
     pub target: InvocationTarget,
     pub retention: Retention,
+}
+
+impl Resolved<'_> {
+    /// Whether this is a workflow's `run` handler: one run per workflow key.
+    pub fn is_workflow_run(&self) -> bool {
+        self.handler.ty == discovery::HandlerType::Workflow
+    }
+
+    /// The id of a new invocation of this target: a workflow run's is its workflow's (so there
+    /// is one per key), an idempotent request's is derived from the idempotency key (so a retry
+    /// is the same invocation), any other is new, in the partition of its key (or a random one).
+    pub fn invocation_id(&self, idempotency_key: Option<&str>) -> InvocationId {
+        let key = self.target.key.as_deref();
+        match (key, idempotency_key) {
+            (Some(key), _) if self.is_workflow_run() => {
+                ids::workflow_invocation_id(&self.target.service, key)
+            }
+            (_, Some(idempotency_key)) => ids::idempotent_invocation_id(
+                &self.target.service,
+                key,
+                &self.target.handler,
+                idempotency_key,
+            ),
+            (Some(key), None) => InvocationId::new(PartitionKey::from_key(key), rand::random()),
+            (None, None) => InvocationId::new(PartitionKey::new(rand::random()), rand::random()),
+        }
+    }
 }
 
 /// Resolves `service`/`handler`; `key` is used only by virtual objects and workflows, which
@@ -59,9 +87,8 @@ pub fn resolve<'a>(
             key,
             handler_type: match handler_schema.ty {
                 discovery::HandlerType::Shared => HandlerType::Shared,
-                discovery::HandlerType::Exclusive | discovery::HandlerType::Workflow => {
-                    HandlerType::Exclusive
-                }
+                discovery::HandlerType::Exclusive => HandlerType::Exclusive,
+                discovery::HandlerType::Workflow => HandlerType::Workflow,
             },
         },
         retention: retention(

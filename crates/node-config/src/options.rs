@@ -249,7 +249,8 @@ impl Default for InvokerOptions {
 
 /// Exponential backoff between attempts: `initial-interval`, multiplied by `factor` after each
 /// failure, never more than `max-interval`. Without `max-attempts` an invocation is retried
-/// until it succeeds or fails terminally.
+/// until it succeeds or fails terminally; with it, after that many attempts it is paused (to be
+/// resumed through the admin API) or killed, as `on-max-attempts` says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct RetryPolicy {
@@ -258,6 +259,18 @@ pub struct RetryPolicy {
     pub max_interval: FriendlyDuration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    pub on_max_attempts: OnMaxAttempts,
+}
+
+/// What happens to an invocation whose attempts are exhausted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMaxAttempts {
+    /// It stays, paused, until `PATCH /invocations/{id}/resume` (the reference's default).
+    #[default]
+    Pause,
+    /// It completes with the last failure.
+    Kill,
 }
 
 impl Default for RetryPolicy {
@@ -267,6 +280,7 @@ impl Default for RetryPolicy {
             factor: 2.0,
             max_interval: FriendlyDuration::from_secs(60),
             max_attempts: None,
+            on_max_attempts: OnMaxAttempts::Pause,
         }
     }
 }

@@ -11,10 +11,11 @@ use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId};
 use crate::raft::RecordBatch;
 use crate::record::{
     Callee, Delivery, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget,
-    InvokerEffect, OutboxMessage, Record, ResponseSink, Retention, ServiceInvocation, Signal,
-    SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey, TimerKind,
+    InvokerEffect, OutboxMessage, Record, ResponseSink, ResultNotification, Retention,
+    ServiceInvocation, Signal, SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey,
+    TimerKind,
 };
-use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
+use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Promise, Waiting};
 
 /// Generated from `proto/partition.proto`.
 #[allow(clippy::enum_variant_names)]
@@ -49,6 +50,7 @@ fn target_to(target: &InvocationTarget) -> proto::InvocationTarget {
         handler_type: match target.handler_type {
             HandlerType::Exclusive => proto::HandlerType::Exclusive,
             HandlerType::Shared => proto::HandlerType::Shared,
+            HandlerType::Workflow => proto::HandlerType::Workflow,
         } as i32,
     }
 }
@@ -58,6 +60,7 @@ fn target_from(target: Option<proto::InvocationTarget>) -> Result<InvocationTarg
     let handler_type = match proto::HandlerType::try_from(target.handler_type) {
         Ok(proto::HandlerType::Exclusive) => HandlerType::Exclusive,
         Ok(proto::HandlerType::Shared) => HandlerType::Shared,
+        Ok(proto::HandlerType::Workflow) => HandlerType::Workflow,
         Err(_) => {
             return Err(DecodeError(format!(
                 "unknown handler type {}",
@@ -80,9 +83,11 @@ fn sink_to(sink: &ResponseSink) -> proto::ResponseSink {
         ResponseSink::Invocation {
             caller,
             completion_id,
+            notification,
         } => Sink::Invocation(proto::CallerSink {
             caller: id_to(*caller),
             completion_id: *completion_id,
+            notification: notification_to(*notification),
         }),
     };
     proto::ResponseSink { sink: Some(sink) }
@@ -95,7 +100,38 @@ fn sink_from(sink: proto::ResponseSink) -> Result<ResponseSink, DecodeError> {
         Sink::Invocation(sink) => Ok(ResponseSink::Invocation {
             caller: id_from(&sink.caller)?,
             completion_id: sink.completion_id,
+            notification: notification_from(sink.notification)?,
         }),
+    }
+}
+
+fn notification_to(notification: ResultNotification) -> i32 {
+    let notification = match notification {
+        ResultNotification::Call => proto::ResultNotification::Call,
+        ResultNotification::Attach => proto::ResultNotification::Attach,
+    };
+    notification as i32
+}
+
+fn notification_from(notification: i32) -> Result<ResultNotification, DecodeError> {
+    match proto::ResultNotification::try_from(notification) {
+        Ok(proto::ResultNotification::Call) => Ok(ResultNotification::Call),
+        Ok(proto::ResultNotification::Attach) => Ok(ResultNotification::Attach),
+        Err(_) => Err(DecodeError(format!(
+            "unknown result notification {notification}"
+        ))),
+    }
+}
+
+fn query_to(
+    target: InvocationId,
+    caller: InvocationId,
+    completion_id: u32,
+) -> proto::InvocationQuery {
+    proto::InvocationQuery {
+        target: id_to(target),
+        caller: id_to(caller),
+        completion_id,
     }
 }
 
@@ -287,11 +323,32 @@ fn outbox_to(message: &OutboxMessage) -> proto::OutboxMessage {
         OutboxMessage::CallResult {
             caller,
             completion_id,
+            notification,
             result,
         } => Message::CallResult(proto::CallResult {
             caller: id_to(*caller),
             completion_id: *completion_id,
             result: Some(result_to(result)),
+            notification: notification_to(*notification),
+        }),
+        OutboxMessage::Attach {
+            target,
+            caller,
+            completion_id,
+        } => Message::Attach(query_to(*target, *caller, *completion_id)),
+        OutboxMessage::GetOutput {
+            target,
+            caller,
+            completion_id,
+        } => Message::GetOutput(query_to(*target, *caller, *completion_id)),
+        OutboxMessage::Output {
+            caller,
+            completion_id,
+            result,
+        } => Message::Output(proto::Output {
+            caller: id_to(*caller),
+            completion_id: *completion_id,
+            result: result.as_ref().map(result_to),
         }),
         OutboxMessage::Signal(signal) => Message::Signal(signal_to(signal)),
         OutboxMessage::Kill { target } => Message::Kill(id_to(*target)),
@@ -308,7 +365,26 @@ fn outbox_from(message: proto::OutboxMessage) -> Result<OutboxMessage, DecodeErr
         Message::CallResult(call) => OutboxMessage::CallResult {
             caller: id_from(&call.caller)?,
             completion_id: call.completion_id,
+            notification: notification_from(call.notification)?,
             result: result_from(call.result)?,
+        },
+        Message::Attach(query) => OutboxMessage::Attach {
+            target: id_from(&query.target)?,
+            caller: id_from(&query.caller)?,
+            completion_id: query.completion_id,
+        },
+        Message::GetOutput(query) => OutboxMessage::GetOutput {
+            target: id_from(&query.target)?,
+            caller: id_from(&query.caller)?,
+            completion_id: query.completion_id,
+        },
+        Message::Output(output) => OutboxMessage::Output {
+            caller: id_from(&output.caller)?,
+            completion_id: output.completion_id,
+            result: output
+                .result
+                .map(|result| result_from(Some(result)))
+                .transpose()?,
         },
         Message::Signal(signal) => OutboxMessage::Signal(signal_from(signal)?),
         Message::Kill(target) => OutboxMessage::Kill {
@@ -389,6 +465,7 @@ fn effect_to(effect: &InvokerEffect) -> proto::InvokerEffect {
             Kind::AttemptFailed(failure_to(*code, message))
         }
         EffectKind::GaveUp { code, message } => Kind::GaveUp(failure_to(*code, message)),
+        EffectKind::Paused { code, message } => Kind::Paused(failure_to(*code, message)),
     };
     proto::InvokerEffect {
         invocation_id: id_to(effect.invocation_id),
@@ -435,6 +512,10 @@ fn effect_from(effect: proto::InvokerEffect) -> Result<InvokerEffect, DecodeErro
             code: failure.code,
             message: failure.message,
         },
+        Kind::Paused(failure) => EffectKind::Paused {
+            code: failure.code,
+            message: failure.message,
+        },
     };
     let fence = required(effect.fence, "an effect's fence")?;
     Ok(InvokerEffect {
@@ -470,6 +551,11 @@ fn record_to(record: &Record) -> proto::Record {
             } as i32,
         }),
         Record::Purge { target } => Kind::Purge(id_to(*target)),
+        Record::Resume { target } => Kind::Resume(id_to(*target)),
+        Record::Attach { target, sink } => Kind::Attach(proto::AttachRecord {
+            target: id_to(*target),
+            sink: Some(sink_to(sink)),
+        }),
     };
     proto::Record {
         record: Some(record),
@@ -505,6 +591,13 @@ fn record_from(record: proto::Record) -> Result<Record, DecodeError> {
         },
         Kind::Purge(target) => Record::Purge {
             target: id_from(&target)?,
+        },
+        Kind::Resume(target) => Record::Resume {
+            target: id_from(&target)?,
+        },
+        Kind::Attach(attach) => Record::Attach {
+            target: id_from(&attach.target)?,
+            sink: sink_from(required(attach.sink, "an attach's sink")?)?,
         },
     })
 }
@@ -576,6 +669,7 @@ impl StoredValue for InvocationStatus {
             }),
             InvocationStatus::Invoked(in_flight) => Status::Invoked(in_flight_to(in_flight)),
             InvocationStatus::Scheduled(in_flight) => Status::Scheduled(in_flight_to(in_flight)),
+            InvocationStatus::Paused(in_flight) => Status::Paused(in_flight_to(in_flight)),
             InvocationStatus::Suspended { in_flight, waiting } => {
                 Status::Suspended(proto::SuspendedStatus {
                     in_flight: Some(in_flight_to(in_flight)),
@@ -616,6 +710,7 @@ impl StoredValue for InvocationStatus {
             Status::Scheduled(in_flight) => {
                 InvocationStatus::Scheduled(in_flight_from(Some(in_flight))?)
             }
+            Status::Paused(in_flight) => InvocationStatus::Paused(in_flight_from(Some(in_flight))?),
             Status::Suspended(suspended) => {
                 let waiting = suspended.waiting.unwrap_or_default();
                 InvocationStatus::Suspended {
@@ -643,6 +738,39 @@ impl StoredValue for OutboxMessage {
 
     fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
         outbox_from(proto::OutboxMessage::decode(bytes)?)
+    }
+}
+
+impl StoredValue for Promise {
+    fn encode_value(&self) -> Vec<u8> {
+        let (result, listeners) = match self {
+            Promise::Completed(result) => (Some(result_to(result)), Vec::new()),
+            Promise::Pending { listeners } => (
+                None,
+                listeners
+                    .iter()
+                    .map(|(id, completion_id)| proto::PendingCall {
+                        completion_id: *completion_id,
+                        callee: id_to(*id),
+                    })
+                    .collect(),
+            ),
+        };
+        proto::Promise { result, listeners }.encode_to_vec()
+    }
+
+    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
+        let promise = proto::Promise::decode(bytes)?;
+        Ok(match promise.result {
+            Some(result) => Promise::Completed(result_from(Some(result))?),
+            None => Promise::Pending {
+                listeners: promise
+                    .listeners
+                    .into_iter()
+                    .map(|l| Ok((id_from(&l.callee)?, l.completion_id)))
+                    .collect::<Result<_, DecodeError>>()?,
+            },
+        })
     }
 }
 

@@ -11,6 +11,7 @@ mod action;
 mod codec;
 #[cfg(test)]
 mod conformance;
+pub mod ids;
 mod partition;
 mod raft;
 mod record;
@@ -28,10 +29,14 @@ pub use partition::{
 pub use raft::{PartitionTypes, RecordBatch};
 pub use record::{
     Callee, Delivery, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget,
-    InvokerEffect, OutboxMessage, Record, ResponseSink, Retention, ServiceInvocation, Signal,
-    SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey, TimerKind,
+    InvokerEffect, OutboxMessage, Record, ResponseSink, ResultNotification, Retention,
+    ServiceInvocation, Signal, SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey,
+    TimerKind,
 };
 pub use rocksdb_store::{FORMAT_VERSION, RocksDbStore, Table, Transaction};
-pub use state_machine::{ApplyContext, apply, is_implemented, signal_of_command};
-pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Waiting};
+pub use state_machine::{
+    ApplyContext, PromiseCommand, apply, is_implemented, promise_of_command, query_of_command,
+    signal_of_command,
+};
+pub use status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Promise, Waiting};
 pub use storage::{MemoryStore, ObjectId, PartitionStore, StorageError};

@@ -37,6 +37,13 @@ pub enum Record {
     },
     /// Remove a completed invocation's status and journal now (from the admin API).
     Purge { target: InvocationId },
+    /// Run a paused invocation again (from the admin API).
+    Resume { target: InvocationId },
+    /// Answer `sink` with the invocation's result when it has one (from the ingress).
+    Attach {
+        target: InvocationId,
+        sink: ResponseSink,
+    },
 }
 
 /// How an invocation is ended from outside.
@@ -107,7 +114,28 @@ pub enum OutboxMessage {
     CallResult {
         caller: InvocationId,
         completion_id: u32,
+        notification: ResultNotification,
         result: InvocationResult,
+    },
+    /// Answer `caller`'s `completion_id` with the target's result once it has one
+    /// (`AttachInvocationCommand`).
+    Attach {
+        target: InvocationId,
+        caller: InvocationId,
+        completion_id: u32,
+    },
+    /// Answer `caller`'s `completion_id` with the target's result as it is now
+    /// (`GetInvocationOutputCommand`).
+    GetOutput {
+        target: InvocationId,
+        caller: InvocationId,
+        completion_id: u32,
+    },
+    /// The answer to `GetOutput`: `None` while the target has no result yet.
+    Output {
+        caller: InvocationId,
+        completion_id: u32,
+        result: Option<InvocationResult>,
     },
     /// A signal for an invocation (from `SendSignalCommand` or `CompleteAwakeableCommand`).
     Signal(Signal),
@@ -122,7 +150,10 @@ impl OutboxMessage {
             OutboxMessage::Invoke(invocation) => invocation.invocation_id.partition_key(),
             OutboxMessage::CallResult { caller, .. } => caller.partition_key(),
             OutboxMessage::Signal(signal) => signal.target.partition_key(),
-            OutboxMessage::Kill { target } => target.partition_key(),
+            OutboxMessage::Kill { target }
+            | OutboxMessage::Attach { target, .. }
+            | OutboxMessage::GetOutput { target, .. } => target.partition_key(),
+            OutboxMessage::Output { caller, .. } => caller.partition_key(),
         }
     }
 
@@ -131,7 +162,14 @@ impl OutboxMessage {
             OutboxMessage::Invoke(invocation) => invocation.approximate_size(),
             OutboxMessage::CallResult { result, .. } => 32 + result.approximate_size(),
             OutboxMessage::Signal(signal) => signal.approximate_size(),
-            OutboxMessage::Kill { .. } => 32,
+            OutboxMessage::Kill { .. }
+            | OutboxMessage::Attach { .. }
+            | OutboxMessage::GetOutput { .. } => 64,
+            OutboxMessage::Output { result, .. } => {
+                32 + result
+                    .as_ref()
+                    .map_or(0, InvocationResult::approximate_size)
+            }
         }
     }
 }
@@ -165,7 +203,8 @@ impl Record {
                         ..
                     }
                     | EffectKind::AttemptFailed { message, .. }
-                    | EffectKind::GaveUp { message, .. } => message.len(),
+                    | EffectKind::GaveUp { message, .. }
+                    | EffectKind::Paused { message, .. } => message.len(),
                     EffectKind::PinnedDeployment { deployment_id, .. } => deployment_id.len(),
                     EffectKind::Suspended {
                         waiting_named_signals,
@@ -176,7 +215,9 @@ impl Record {
                 Record::TimerFired(_)
                 | Record::AnnounceLeader { .. }
                 | Record::Terminate { .. }
-                | Record::Purge { .. } => 0,
+                | Record::Purge { .. }
+                | Record::Resume { .. }
+                | Record::Attach { .. } => 0,
             }
     }
 }
@@ -228,7 +269,9 @@ impl InvocationTarget {
     /// The object an exclusive handler locks while it runs, if this one does.
     pub fn locked_object(&self) -> Option<ObjectId> {
         match (&self.key, self.handler_type) {
-            (Some(key), HandlerType::Exclusive) => Some(ObjectId::new(&self.service, key)),
+            (Some(key), HandlerType::Exclusive | HandlerType::Workflow) => {
+                Some(ObjectId::new(&self.service, key))
+            }
             _ => None,
         }
     }
@@ -252,6 +295,9 @@ pub enum HandlerType {
     #[default]
     Exclusive,
     Shared,
+    /// A workflow's `run`: exclusive, once per key; when its retention ends, the workflow's
+    /// state and promises go with it.
+    Workflow,
 }
 
 /// Where the result of an invocation goes when it completes.
@@ -264,7 +310,18 @@ pub enum ResponseSink {
     Invocation {
         caller: InvocationId,
         completion_id: u32,
+        notification: ResultNotification,
     },
+}
+
+/// Which notification a result completes in a waiting invocation's journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResultNotification {
+    /// `CallCompletionNotification`: the result of a call it made.
+    #[default]
+    Call,
+    /// `AttachInvocationCompletionNotification`: the result of an invocation it attached to.
+    Attach,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,6 +451,8 @@ pub enum EffectKind {
     AttemptFailed { code: u32, message: String },
     /// Retries are exhausted: the invocation completes with this failure.
     GaveUp { code: u32, message: String },
+    /// Retries are exhausted: the invocation waits, paused, until it is resumed.
+    Paused { code: u32, message: String },
 }
 
 impl EffectKind {
@@ -408,6 +467,7 @@ impl EffectKind {
             EffectKind::End => "end",
             EffectKind::AttemptFailed { .. } => "attempt failure",
             EffectKind::GaveUp { .. } => "giving up",
+            EffectKind::Paused { .. } => "pause",
         }
     }
 }

@@ -70,6 +70,14 @@ impl Waiting {
     }
 }
 
+/// A workflow's durable promise: completed once, with a value or a failure; until then, the
+/// invocations waiting for it (id, completion id of their `GetPromise`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Promise {
+    Pending { listeners: Vec<(InvocationId, u32)> },
+    Completed(InvocationResult),
+}
+
 /// The lock of a virtual object: which invocation holds it, and the object's inbox, the
 /// sequence numbers `inbox_head..inbox_tail` of invocations waiting for it in arrival order.
 /// The row exists exactly while an exclusive invocation of the object is running or suspended;
@@ -90,6 +98,8 @@ pub enum InvocationStatus {
     Inboxed { in_flight: InFlight, seq: u64 },
     /// An attempt is running or about to run.
     Invoked(InFlight),
+    /// Its attempts are exhausted: nothing runs until it is resumed (or cancelled, or killed).
+    Paused(InFlight),
     /// No attempt runs; the invocation resumes when something it waits for arrives.
     Suspended {
         in_flight: InFlight,
@@ -110,6 +120,7 @@ impl InvocationStatus {
         match self {
             InvocationStatus::Invoked(in_flight)
             | InvocationStatus::Scheduled(in_flight)
+            | InvocationStatus::Paused(in_flight)
             | InvocationStatus::Inboxed { in_flight, .. }
             | InvocationStatus::Suspended { in_flight, .. } => Some(in_flight),
             InvocationStatus::Completed { .. } => None,

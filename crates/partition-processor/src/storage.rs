@@ -8,7 +8,7 @@ use bytes::Bytes;
 use reprise_types::{InvocationId, PartitionId, PartitionKey};
 
 use crate::record::{OutboxMessage, StoredFrame, TimerKey};
-use crate::status::{InvocationStatus, ObjectLock};
+use crate::status::{InvocationStatus, ObjectLock, Promise};
 
 #[derive(Debug, thiserror::Error)]
 #[error("partition storage failed: {0}")]
@@ -77,6 +77,17 @@ pub trait PartitionStore {
     fn put_timer(&mut self, timer: TimerKey) -> Result<(), StorageError>;
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError>;
 
+    /// A workflow's promise.
+    fn promise(&self, object: &ObjectId, key: &str) -> Result<Option<Promise>, StorageError>;
+    fn put_promise(
+        &mut self,
+        object: &ObjectId,
+        key: &str,
+        promise: &Promise,
+    ) -> Result<(), StorageError>;
+    /// Removes every promise of the workflow.
+    fn delete_all_promises(&mut self, object: &ObjectId) -> Result<(), StorageError>;
+
     /// The sequence number the partition's next outbox message gets: numbers are never
     /// reused, since targets recognise redeliveries by them.
     fn outbox_next(&self) -> Result<u64, StorageError>;
@@ -120,6 +131,7 @@ pub struct MemoryStore {
     pub locks: BTreeMap<ObjectId, ObjectLock>,
     pub inbox: BTreeMap<(ObjectId, u64), InvocationId>,
     pub timers: BTreeSet<TimerKey>,
+    pub promises: BTreeMap<(ObjectId, String), Promise>,
     pub outbox_next: u64,
     pub outbox: BTreeMap<u64, OutboxMessage>,
     pub delivered_from: BTreeMap<PartitionId, u64>,
@@ -268,6 +280,29 @@ impl PartitionStore for MemoryStore {
 
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         self.timers.remove(timer);
+        Ok(())
+    }
+
+    fn promise(&self, object: &ObjectId, key: &str) -> Result<Option<Promise>, StorageError> {
+        Ok(self
+            .promises
+            .get(&(object.clone(), key.to_owned()))
+            .cloned())
+    }
+
+    fn put_promise(
+        &mut self,
+        object: &ObjectId,
+        key: &str,
+        promise: &Promise,
+    ) -> Result<(), StorageError> {
+        self.promises
+            .insert((object.clone(), key.to_owned()), promise.clone());
+        Ok(())
+    }
+
+    fn delete_all_promises(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        self.promises.retain(|(owner, _), _| owner != object);
         Ok(())
     }
 

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use prost::Message;
 use reprise_partition_processor::{
     Action, Delivery, EffectKind, InvocationResult, InvocationStatus, MemoryStore, OutboxMessage,
-    PartitionStore, Record, ResponseSink, StoredFrame, TimerKey, TimerKind, apply,
+    PartitionStore, Record, ResponseSink, ResultNotification, StoredFrame, TimerKey, TimerKind,
+    apply,
 };
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{self, notification_template};
@@ -75,7 +76,8 @@ fn a_call_creates_its_callee_through_the_outbox_and_gets_its_result_back() {
         created.response_sink,
         Some(ResponseSink::Invocation {
             caller,
-            completion_id: 2
+            completion_id: 2,
+            notification: ResultNotification::Call,
         })
     );
     assert_eq!(store.outbox_next, 1);
@@ -115,6 +117,7 @@ fn a_call_creates_its_callee_through_the_outbox_and_gets_its_result_back() {
         Some(&OutboxMessage::CallResult {
             caller,
             completion_id: 2,
+            notification: ResultNotification::Call,
             result: InvocationResult::Success(Bytes::from_static(b"\"HI\"")),
         })
     );
@@ -263,29 +266,26 @@ fn a_delayed_send_waits_scheduled_until_its_timer_starts_it() {
 }
 
 #[test]
-fn commands_reprise_does_not_carry_out_are_never_journaled() {
+fn a_call_without_its_resolved_callee_is_never_journaled() {
     let mut store = MemoryStore::default();
     apply_fenced(&mut store, &invoke(1, 10));
     let before = store.clone();
-    let unimplemented = command(
-        MessageType::CompleteAwakeableCommand,
-        &proto::CompleteAwakeableCommandMessage {
-            awakeable_id: "sign_1x".into(),
-            result: None,
-            name: String::new(),
-        },
-    );
-    apply_fenced(&mut store, &effect(1, unimplemented));
-    // A call command that arrives without its resolved callee cannot be carried out either.
+    // A call command that arrives as a plain journal entry cannot be carried out: the state
+    // machine needs the callee the invoker resolves.
     let Some(EffectKind::Call { entry, .. }) = Some(call(callee_id(2), None, b"1", 1, 2)) else {
         unreachable!()
     };
     apply_fenced(&mut store, &effect(1, EffectKind::JournalEntry(entry)));
     assert_eq!(store, before);
+    for ty in [
+        MessageType::CallCommand,
+        MessageType::GetPromiseCommand,
+        MessageType::CompleteAwakeableCommand,
+        MessageType::Custom(0xFC01),
+    ] {
+        assert!(reprise_partition_processor::is_implemented(ty), "{ty}");
+    }
     assert!(!reprise_partition_processor::is_implemented(
-        MessageType::GetPromiseCommand
-    ));
-    assert!(reprise_partition_processor::is_implemented(
-        MessageType::CallCommand
+        MessageType::ProposeRunCompletion
     ));
 }

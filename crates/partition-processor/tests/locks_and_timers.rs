@@ -41,6 +41,7 @@ fn kind(store: &MemoryStore, n: u128) -> &'static str {
         InvocationStatus::Invoked(_) => "invoked",
         InvocationStatus::Inboxed { .. } => "inboxed",
         InvocationStatus::Scheduled(_) => "scheduled",
+        InvocationStatus::Paused(_) => "paused",
         InvocationStatus::Suspended { .. } => "suspended",
         InvocationStatus::Completed { .. } => "completed",
     }

@@ -98,6 +98,7 @@ fn a_kill_reaches_the_calls_its_invocation_waits_for() {
                 OutboxMessage::CallResult {
                     caller: id(1),
                     completion_id: 2,
+                    notification: reprise_partition_processor::ResultNotification::Call,
                     result: InvocationResult::Success(bytes::Bytes::from_static(b"1")),
                 },
             )],
@@ -144,4 +145,49 @@ fn a_purge_removes_a_completed_invocation_and_nothing_else() {
     let before = store.clone();
     apply_fenced(&mut store, &terminate(1, TerminationMode::Kill));
     assert_eq!(store, before);
+}
+
+#[test]
+fn a_paused_invocation_runs_again_when_resumed_or_cancelled() {
+    let mut store = MemoryStore::default();
+    apply_fenced(&mut store, &invoke(1, 10));
+    let paused = reprise_partition_processor::EffectKind::Paused {
+        code: 500,
+        message: "boom".into(),
+    };
+    let actions = apply_fenced(&mut store, &effect(1, paused.clone()));
+    assert_eq!(
+        actions,
+        vec![Action::AbortAttempt {
+            invocation_id: id(1)
+        }]
+    );
+    let InvocationStatus::Paused(in_flight) = status(&store, 1) else {
+        panic!("paused");
+    };
+    assert_eq!(in_flight.last_failure.as_deref(), Some("[500] boom"));
+    // Nothing resumes it on its own: not a leader's resume index, not a late effect.
+    assert!(store.status(id(1)).expect("status").is_some());
+    let actions = apply_fenced(&mut store, &Record::Resume { target: id(1) });
+    assert!(matches!(actions.as_slice(), [Action::Invoke { .. }]));
+    assert!(matches!(status(&store, 1), InvocationStatus::Invoked(_)));
+    // Resuming what is not paused changes nothing.
+    let before = store.clone();
+    assert_eq!(
+        apply_fenced(&mut store, &Record::Resume { target: id(1) }),
+        Vec::new()
+    );
+    assert_eq!(store, before);
+    // Cancelled while paused: it runs again, with the cancel signal in its journal.
+    apply_fenced(&mut store, &effect(1, paused.clone()));
+    let actions = apply_fenced(&mut store, &terminate(1, TerminationMode::Cancel));
+    assert!(matches!(actions.as_slice(), [Action::Invoke { .. }]));
+    let InvocationStatus::Invoked(in_flight) = status(&store, 1) else {
+        panic!("running again");
+    };
+    assert_eq!(in_flight.notified_signals, vec![1]);
+    // Killed while paused: over.
+    apply_fenced(&mut store, &effect(1, paused));
+    let actions = apply_fenced(&mut store, &terminate(1, TerminationMode::Kill));
+    assert!(answered(&actions, 10, "killed"));
 }

@@ -520,6 +520,13 @@ impl WorkerHandle {
             .await
     }
 
+    /// Proposes to run a paused invocation again.
+    pub async fn resume(&self, target: InvocationId) -> Result<(), WorkerError> {
+        self.router
+            .propose(target.partition_key(), Record::Resume { target })
+            .await
+    }
+
     /// Proposes to purge a completed invocation now.
     pub async fn purge(&self, target: InvocationId) -> Result<(), WorkerError> {
         self.router
@@ -539,6 +546,18 @@ impl WorkerHandle {
     pub async fn send(&self, mut invocation: ServiceInvocation) -> Result<(), WorkerError> {
         invocation.response_sink = None;
         self.propose(invocation).await
+    }
+
+    /// Waits for the result of an existing invocation (at once if it has one).
+    pub async fn attach(&self, target: InvocationId) -> Result<InvocationResult, WorkerError> {
+        let waiter = self.waiters.register();
+        let sink = ResponseSink::Ingress {
+            request_id: waiter.request_id(),
+        };
+        self.router
+            .propose(target.partition_key(), Record::Attach { target, sink })
+            .await?;
+        waiter.wait().await.ok_or(WorkerError::Stopped)
     }
 
     /// Proposes the invocation and waits for its result.

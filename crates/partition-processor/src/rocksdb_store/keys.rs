@@ -35,10 +35,12 @@ pub enum Table {
     /// partition scope ‖ sequence number (BE u64) → `OutboxMessage`: what the partition's
     /// leader still has to deliver, in order.
     Outbox,
+    /// workflow (object prefix) ‖ promise key → `Promise`.
+    Promise,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Status,
         Table::Journal,
         Table::State,
@@ -48,6 +50,7 @@ impl Table {
         Table::Invoked,
         Table::Partition,
         Table::Outbox,
+        Table::Promise,
     ];
 
     /// The table's number in snapshot files: part of the format, never reused.
@@ -62,6 +65,7 @@ impl Table {
             Table::Invoked => 7,
             Table::Partition => 8,
             Table::Outbox => 9,
+            Table::Promise => 10,
         }
     }
 
@@ -76,6 +80,7 @@ impl Table {
             Table::Invoked => "invoked",
             Table::Partition => "partition",
             Table::Outbox => "outbox",
+            Table::Promise => "promises",
         }
     }
 }

@@ -364,6 +364,12 @@ impl RocksDbStore {
                             memory.delivered_from.insert(producer, number()?);
                         }
                     }
+                    Table::Promise => {
+                        let (object, name) = decode_state_key(&key).ok_or_else(bad)?;
+                        let name = String::from_utf8(name.to_vec()).map_err(|_| bad())?;
+                        let promise = self.decode(table, &key, value)?;
+                        memory.promises.insert((object, name), promise);
+                    }
                     Table::Outbox => {
                         let seq = decode_outbox_key(&key).ok_or_else(bad)?;
                         memory.outbox.insert(seq, self.decode(table, &key, value)?);

@@ -14,7 +14,7 @@ use super::keys::{
 };
 use crate::codec::StoredValue;
 use crate::record::{OutboxMessage, StoredFrame, TimerKey};
-use crate::status::{InvocationStatus, ObjectLock};
+use crate::status::{InvocationStatus, ObjectLock, Promise};
 use crate::storage::{ObjectId, PartitionStore, StorageError};
 
 /// Pending writes by table and key: `Some` is a put, `None` a delete.
@@ -286,6 +286,36 @@ impl PartitionStore for Transaction<'_> {
 
     fn delete_timer(&mut self, timer: &TimerKey) -> Result<(), StorageError> {
         self.delete(Table::Timer, timer_key(self.timer_scope, timer));
+        Ok(())
+    }
+
+    fn promise(&self, object: &ObjectId, key: &str) -> Result<Option<Promise>, StorageError> {
+        self.get_value(Table::Promise, state_key(object, key.as_bytes()))
+    }
+
+    fn put_promise(
+        &mut self,
+        object: &ObjectId,
+        key: &str,
+        promise: &Promise,
+    ) -> Result<(), StorageError> {
+        self.put_value(Table::Promise, state_key(object, key.as_bytes()), promise);
+        Ok(())
+    }
+
+    fn delete_all_promises(&mut self, object: &ObjectId) -> Result<(), StorageError> {
+        // Stored and pending rows of the workflow, as for a journal: point deletes.
+        let prefix = object_prefix(object);
+        let end = super::successor(&prefix).unwrap_or_default();
+        let mut rows = self.store.keys_in(Table::Promise, &prefix, &end)?;
+        rows.extend(
+            self.pending
+                .range((Table::Promise, prefix.clone())..(Table::Promise, end))
+                .map(|((_, key), _)| key.clone()),
+        );
+        for key in rows {
+            self.delete(Table::Promise, key);
+        }
         Ok(())
     }
 

@@ -7,12 +7,16 @@
 //! running, a notification sent as a command) are ignored and logged, the same way on every
 //! replica. Only a storage failure is an error: the partition cannot go on without its tables.
 
+mod attach;
 mod object;
 mod outbox;
+mod promises;
 mod signals;
 mod terminate;
 
+pub use attach::query_of_command;
 pub use outbox::is_implemented;
+pub use promises::{PromiseCommand, promise_of_command};
 pub use signals::signal_of_command;
 
 use bytes::Bytes;
@@ -53,6 +57,8 @@ pub fn apply<S: PartitionStore>(
         Record::Signal(signal) => signals::signal(store, signal),
         Record::Terminate { target, mode } => terminate::terminate(store, *target, *mode, ctx.now),
         Record::Purge { target } => terminate::purge(store, *target),
+        Record::Resume { target } => terminate::resume(store, *target),
+        Record::Attach { target, sink } => attach::attach(store, *target, sink.clone()),
         Record::OutboxDelivered { seqs } => {
             for &seq in seqs {
                 store.delete_outbox(seq)?;
@@ -186,11 +192,13 @@ fn respond<S: PartitionStore>(
         ResponseSink::Invocation {
             caller,
             completion_id,
+            notification,
         } => outbox::send(
             store,
             OutboxMessage::CallResult {
                 caller,
                 completion_id,
+                notification,
                 result,
             },
         ),
@@ -232,6 +240,17 @@ fn apply_effect<S: PartitionStore>(
             message: message.clone(),
         };
         return complete(store, id, in_flight, result, now);
+    }
+    // Pausing stops a running or suspended invocation alike, until it is resumed.
+    if let EffectKind::Paused { code, message } = &effect.kind
+        && let InvocationStatus::Invoked(mut in_flight)
+        | InvocationStatus::Suspended { mut in_flight, .. } = status
+    {
+        in_flight.last_failure = Some(format!("[{code}] {message}"));
+        // Late effects of the paused attempt are fenced.
+        in_flight.attempt = in_flight.attempt.saturating_add(1);
+        store.put_status(id, InvocationStatus::Paused(in_flight))?;
+        return Ok(vec![Action::AbortAttempt { invocation_id: id }]);
     }
     if let EffectKind::RunProposal {
         completion_id,
@@ -288,7 +307,9 @@ fn apply_effect<S: PartitionStore>(
                 store.put_status(id, InvocationStatus::Invoked(in_flight))?;
                 Ok(Vec::new())
             }
-            EffectKind::GaveUp { .. } | EffectKind::RunProposal { .. } => Ok(Vec::new()),
+            EffectKind::GaveUp { .. }
+            | EffectKind::Paused { .. }
+            | EffectKind::RunProposal { .. } => Ok(Vec::new()),
         },
         (status, kind) => {
             debug!(invocation = %id, ?kind, state = state_name(&status), "stale effect; ignored");
@@ -332,6 +353,7 @@ fn state_name(status: &InvocationStatus) -> &'static str {
     match status {
         InvocationStatus::Invoked(_) => "invoked",
         InvocationStatus::Scheduled(_) => "scheduled",
+        InvocationStatus::Paused(_) => "paused",
         InvocationStatus::Inboxed { .. } => "inboxed",
         InvocationStatus::Suspended { .. } => "suspended",
         InvocationStatus::Completed { .. } => "completed",
@@ -380,7 +402,44 @@ fn append_command<S: PartitionStore>(
             return Ok(Vec::new());
         }
     };
+    let query = match query_of_command(ty, &entry.payload) {
+        Ok(query) => query,
+        Err(err) => {
+            warn!(invocation = %id, %ty, %err, "an attach or output command that cannot be carried out; ignored");
+            return Ok(Vec::new());
+        }
+    };
+    let promise = match promise_of_command(ty, &entry.payload) {
+        Ok(Some(_)) if in_flight.target.object().is_none() => {
+            warn!(invocation = %id, %ty, "a promise command from a handler that is not a workflow's; ignored");
+            return Ok(Vec::new());
+        }
+        Ok(promise) => promise,
+        Err(err) => {
+            warn!(invocation = %id, %ty, %err, "a promise command that cannot be carried out; ignored");
+            return Ok(Vec::new());
+        }
+    };
     journal_command(store, id, &mut in_flight, entry)?;
+    if let Some(command) = promise
+        && let Some(workflow) = in_flight.target.object()
+    {
+        let (mut actions, woken) = promises::apply(store, id, &mut in_flight, &workflow, command)?;
+        store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+        if let Some(woken) = woken {
+            for &(listener, completion_id) in &woken.listeners {
+                let entry = woken.notification(completion_id);
+                actions.extend(notify_completion(store, listener, completion_id, entry)?);
+            }
+        }
+        return Ok(actions);
+    }
+    if let Some((target, completion_id)) = query {
+        let message = attach::query_message(ty, target, id, completion_id);
+        let deliver = outbox::send(store, message)?;
+        store.put_status(id, InvocationStatus::Invoked(in_flight))?;
+        return Ok(vec![deliver]);
+    }
     if let Some(signal) = signal {
         let deliver = outbox::send(store, OutboxMessage::Signal(signal))?;
         store.put_status(id, InvocationStatus::Invoked(in_flight))?;
@@ -539,7 +598,7 @@ fn timer_fired<S: PartitionStore>(
             };
             store.delete_journal(id, journal_length)?;
             if timer.kind == TimerKind::PurgeInvocation {
-                store.delete_status(id)?;
+                forget(store, id, &target)?;
             } else {
                 store.put_status(
                     id,
@@ -699,13 +758,30 @@ fn complete<S: PartitionStore>(
             },
         )?;
     } else {
-        store.delete_status(id)?;
+        forget(store, id, &in_flight.target)?;
     }
     for sink in in_flight.response_sinks {
         actions.push(respond(store, sink, id, result.clone())?);
     }
     actions.extend(released);
     Ok(actions)
+}
+
+/// A completed invocation's status goes (its journal is gone already); a workflow's run takes
+/// the workflow's state and promises with it.
+fn forget<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    target: &crate::record::InvocationTarget,
+) -> Result<(), StorageError> {
+    store.delete_status(id)?;
+    if target.handler_type == crate::record::HandlerType::Workflow
+        && let Some(workflow) = target.object()
+    {
+        store.delete_all_state(&workflow)?;
+        store.delete_all_promises(&workflow)?;
+    }
+    Ok(())
 }
 
 fn frame(ty: MessageType, message: &impl Message) -> StoredFrame {

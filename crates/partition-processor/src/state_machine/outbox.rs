@@ -16,23 +16,42 @@ use super::{
 };
 use crate::action::Action;
 use crate::record::{
-    Callee, Delivery, InvocationResult, OutboxMessage, ResponseSink, ServiceInvocation, StoredFrame,
+    Callee, Delivery, InvocationResult, OutboxMessage, ResponseSink, ResultNotification,
+    ServiceInvocation, StoredFrame,
 };
 use crate::status::{InFlight, InvocationStatus};
 use crate::storage::{PartitionStore, StorageError};
 
-/// Whether Reprise carries the command out. An attempt that sends any other command fails with
-/// an error naming it (the invoker checks before proposing), so nothing is journaled and then
-/// silently not done.
+/// Whether Reprise carries the command out: every command of protocol V5/V6, listed so that a
+/// command added to [`MessageType`] later is refused until it is carried out. An attempt that
+/// sends any other command fails with an error naming it (the invoker checks before proposing),
+/// so nothing is journaled and then silently not done.
 pub fn is_implemented(ty: MessageType) -> bool {
-    !matches!(
-        ty,
-        MessageType::GetPromiseCommand
-            | MessageType::PeekPromiseCommand
-            | MessageType::CompletePromiseCommand
-            | MessageType::AttachInvocationCommand
-            | MessageType::GetInvocationOutputCommand
-    )
+    use MessageType::*;
+    ty.is_custom()
+        || matches!(
+            ty,
+            InputCommand
+                | OutputCommand
+                | GetLazyStateCommand
+                | SetStateCommand
+                | ClearStateCommand
+                | ClearAllStateCommand
+                | GetLazyStateKeysCommand
+                | GetEagerStateCommand
+                | GetEagerStateKeysCommand
+                | GetPromiseCommand
+                | PeekPromiseCommand
+                | CompletePromiseCommand
+                | SleepCommand
+                | CallCommand
+                | OneWayCallCommand
+                | SendSignalCommand
+                | RunCommand
+                | AttachInvocationCommand
+                | GetInvocationOutputCommand
+                | CompleteAwakeableCommand
+        )
 }
 
 /// Writes a message to the outbox under the next sequence number; the action wakes the leader's
@@ -122,6 +141,7 @@ pub(super) fn call<S: PartitionStore>(
             .map(|completion_id| ResponseSink::Invocation {
                 caller: id,
                 completion_id,
+                notification: ResultNotification::Call,
             }),
         created_at: now,
         retention: callee.retention,
@@ -170,8 +190,32 @@ pub(super) fn deliver<S: PartitionStore>(
             OutboxMessage::CallResult {
                 caller,
                 completion_id,
+                notification,
                 result,
-            } => call_result(store, *caller, *completion_id, result)?,
+            } => call_result(store, *caller, *completion_id, *notification, result)?,
+            OutboxMessage::Attach {
+                target,
+                caller,
+                completion_id,
+            } => super::attach::attach(
+                store,
+                *target,
+                ResponseSink::Invocation {
+                    caller: *caller,
+                    completion_id: *completion_id,
+                    notification: ResultNotification::Attach,
+                },
+            )?,
+            OutboxMessage::GetOutput {
+                target,
+                caller,
+                completion_id,
+            } => super::attach::get_output(store, *target, *caller, *completion_id)?,
+            OutboxMessage::Output {
+                caller,
+                completion_id,
+                result,
+            } => super::attach::output(store, *caller, *completion_id, result)?,
             OutboxMessage::Signal(signal) => super::signals::signal(store, signal)?,
             OutboxMessage::Kill { target } => super::terminate::terminate(
                 store,
@@ -188,11 +232,13 @@ pub(super) fn deliver<S: PartitionStore>(
     Ok(actions)
 }
 
-/// A called invocation ended: its result completes the caller's call.
+/// A called (or attached to) invocation ended: its result completes the caller's call (or
+/// attach).
 fn call_result<S: PartitionStore>(
     store: &mut S,
     caller: InvocationId,
     completion_id: u32,
+    notification: ResultNotification,
     result: &InvocationResult,
 ) -> Result<Vec<Action>, StorageError> {
     // The call is no longer pending: a kill of the caller need not reach the callee.
@@ -210,10 +256,10 @@ fn call_result<S: PartitionStore>(
         }
         _ => {}
     }
-    let entry = result_notification(
-        MessageType::CallCompletionNotification,
-        completion_id,
-        result,
-    );
+    let ty = match notification {
+        ResultNotification::Call => MessageType::CallCompletionNotification,
+        ResultNotification::Attach => MessageType::AttachInvocationCompletionNotification,
+    };
+    let entry = result_notification(ty, completion_id, result);
     notify_completion(store, caller, completion_id, entry)
 }

@@ -167,6 +167,7 @@ pub(super) fn signal<S: PartitionStore>(
         Some(InvocationStatus::Inboxed { seq, .. }) => {
             (InvocationStatus::Inboxed { in_flight, seq }, Vec::new())
         }
+        Some(InvocationStatus::Paused(_)) => (InvocationStatus::Paused(in_flight), Vec::new()),
         Some(InvocationStatus::Scheduled(_)) => {
             (InvocationStatus::Scheduled(in_flight), Vec::new())
         }

@@ -35,6 +35,18 @@ pub(super) fn terminate<S: PartitionStore>(
             debug!(invocation = %target, ?mode, "termination of a completed invocation; ignored");
             Ok(Vec::new())
         }
+        // A paused invocation gets the signal and runs again, so its handler sees it.
+        (InvocationStatus::Paused(_), TerminationMode::Cancel) => {
+            signals::signal(
+                store,
+                &Signal {
+                    target,
+                    id: SignalId::Index(CANCEL_SIGNAL),
+                    result: SignalResult::Void,
+                },
+            )?;
+            resume(store, target)
+        }
         (
             InvocationStatus::Invoked(_) | InvocationStatus::Suspended { .. },
             TerminationMode::Cancel,
@@ -58,7 +70,9 @@ pub(super) fn terminate<S: PartitionStore>(
             finish(store, target, in_flight, mode, now)
         }
         (
-            InvocationStatus::Invoked(in_flight) | InvocationStatus::Suspended { in_flight, .. },
+            InvocationStatus::Invoked(in_flight)
+            | InvocationStatus::Suspended { in_flight, .. }
+            | InvocationStatus::Paused(in_flight),
             TerminationMode::Kill,
         ) => finish(store, target, in_flight, mode, now),
     }
@@ -93,15 +107,37 @@ fn finish<S: PartitionStore>(
     Ok(actions)
 }
 
+/// A paused invocation runs again, in a new attempt.
+pub(super) fn resume<S: PartitionStore>(
+    store: &mut S,
+    target: InvocationId,
+) -> Result<Vec<Action>, StorageError> {
+    let Some(InvocationStatus::Paused(mut in_flight)) = store.status(target)? else {
+        debug!(invocation = %target, "resume of an invocation that is not paused; ignored");
+        return Ok(Vec::new());
+    };
+    in_flight.attempt = in_flight.attempt.saturating_add(1);
+    let invoked = in_flight.target.clone();
+    store.put_status(target, InvocationStatus::Invoked(in_flight))?;
+    Ok(vec![Action::Invoke {
+        invocation_id: target,
+        target: invoked,
+    }])
+}
+
 /// Removes a completed invocation's status and journal before their retention ends.
 pub(super) fn purge<S: PartitionStore>(
     store: &mut S,
     target: InvocationId,
 ) -> Result<Vec<Action>, StorageError> {
     match store.status(target)? {
-        Some(InvocationStatus::Completed { journal_length, .. }) => {
+        Some(InvocationStatus::Completed {
+            journal_length,
+            target: invocation_target,
+            ..
+        }) => {
             store.delete_journal(target, journal_length)?;
-            store.delete_status(target)?;
+            super::forget(store, target, &invocation_target)?;
         }
         _ => debug!(invocation = %target, "purge of an invocation that is not completed; ignored"),
     }

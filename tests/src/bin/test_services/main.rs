@@ -1,6 +1,7 @@
 //! Test services written with the official Rust SDK, implementing the SDK conformance contract
-//! (`TestUtilsService`, `Counter`, `Proxy`, the stateless `Failing` handlers) plus the test-only
-//! `Recorder` and `Unimplemented`. Reprise's end-to-end tests register and call them like any user's deployment.
+//! (`TestUtilsService`, `Counter`, `Proxy`, `AwakeableHolder`, `BlockAndWaitWorkflow`, the
+//! stateless `Failing` handlers) plus the test-only
+//! `Recorder` and `Attacher`. Reprise's end-to-end tests register and call them like any user's deployment.
 //!
 //! Usage: `reprise-test-services [--variant default|breaking] [--listen ADDR] [--dir DIR]`.
 //! The process listens on `ADDR` (default: a port the OS picks on 127.0.0.1) and prints
@@ -16,7 +17,7 @@ mod proxy;
 mod recorder;
 mod sleeper;
 mod test_utils;
-mod unimplemented;
+mod workflows;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,7 +53,8 @@ async fn main() -> std::io::Result<()> {
             .bind(sleeper::Sleeper::new(dir.clone()))
             .bind(failing::Failing::default())
             .bind(recorder::Recorder::new(dir))
-            .bind(unimplemented::Unimplemented)
+            .bind(workflows::BlockAndWaitWorkflow)
+            .bind(workflows::Attacher)
             .build(),
         "breaking" => Endpoint::builder()
             .bind(test_utils::TestUtilsServiceEchoOnly)
