@@ -1,6 +1,7 @@
-//! Awakeables end to end: resolved and rejected through the ingress
+//! Awakeables and signals end to end: resolved and rejected through the ingress
 //! (`/restate/awakeables/{id}/resolve|reject`) and from another handler, completed before the
-//! handler awaits them, and across SIGKILLs of the server — in the default mode, with every wait
+//! handler awaits them, raced against a timer, a named signal sent from a handler, and across
+//! SIGKILLs of the server — in the default mode, with every wait
 //! a suspension, and with lazy state.
 
 use std::time::{Duration, Instant};
@@ -39,6 +40,48 @@ async fn every_scenario(setup: &Setup) -> anyhow::Result<()> {
     resolved_from_a_handler(setup).await?;
     resolved_before_the_handler_awaits_it(setup).await?;
     bad_requests_are_refused(setup).await?;
+    the_first_of_an_awakeable_and_a_timer_wins(setup).await?;
+    a_named_signal_reaches_the_invocation_waiting_for_it(setup).await?;
+    Ok(())
+}
+
+async fn the_first_of_an_awakeable_and_a_timer_wins(setup: &Setup) -> anyhow::Result<()> {
+    // Nobody resolves it: the timer wins.
+    let answer = setup
+        .ok("/AwakeableWaiter/timeout/waitOrTimeout", &json!(100))
+        .await?;
+    assert_eq!(answer, json!("timeout"));
+    // Resolved long before its timer: the awakeable wins.
+    setup
+        .send("/AwakeableWaiter/in-time/waitOrTimeout", &json!(60_000))
+        .await?;
+    let id = held_id(setup, "in-time").await?;
+    let (status, _) = complete(setup, &id, "resolve", "\"in time\"").await?;
+    assert_eq!(status, 202);
+    assert_eq!(result(setup, "in-time").await?, "in time");
+    Ok(())
+}
+
+async fn a_named_signal_reaches_the_invocation_waiting_for_it(setup: &Setup) -> anyhow::Result<()> {
+    setup
+        .send("/AwakeableWaiter/named/waitForSignal", &json!("go"))
+        .await?;
+    let path = "/AwakeableWaiter/named/signalTarget";
+    eventually("the waiter's id", Duration::from_secs(20), || async {
+        setup
+            .ok(path, &Value::Null)
+            .await
+            .is_ok_and(|id| id.as_str().is_some_and(|id| id.starts_with("inv_1")))
+    })
+    .await?;
+    let target = setup.ok(path, &Value::Null).await?;
+    setup
+        .ok(
+            "/TestUtilsService/resolveSignal",
+            &json!({"invocationId": target, "signal": "go", "value": "now"}),
+        )
+        .await?;
+    assert_eq!(result(setup, "named").await?, "signalled: now");
     Ok(())
 }
 

@@ -35,6 +35,7 @@ async fn every_scenario(mode: &[(&str, &str)]) -> anyhow::Result<()> {
         base: admin,
     };
     a_cancelled_handler_sees_it_and_unlocks_its_object(&setup, &admin).await?;
+    a_handler_cancels_an_invocation(&setup).await?;
     cancelling_a_caller_cancels_its_call(&setup, &admin).await?;
     a_kill_ends_the_whole_call_tree(&setup, &admin).await?;
     an_inboxed_invocation_leaves_the_inbox(&setup, &admin).await?;
@@ -129,6 +130,23 @@ async fn a_cancelled_handler_sees_it_and_unlocks_its_object(
     // Now it is completed.
     assert_eq!(admin.patch(&id, "cancel").await?, 409);
     Ok(())
+}
+
+async fn a_handler_cancels_an_invocation(setup: &Setup) -> anyhow::Result<()> {
+    let id = setup
+        .send("/AwakeableWaiter/cancelled-by-handler/wait", &json!(0))
+        .await?;
+    blocked(setup, "cancelled-by-handler").await?;
+    setup
+        .ok("/TestUtilsService/cancelInvocation", &json!(id))
+        .await?;
+    eventually("the cancellation", Duration::from_secs(20), || async {
+        waiter_result(setup, "cancelled-by-handler")
+            .await
+            .is_ok_and(|r| r.starts_with("rejected"))
+    })
+    .await?;
+    unlocked(setup, "cancelled-by-handler").await
 }
 
 async fn cancelling_a_caller_cancels_its_call(setup: &Setup, admin: &Admin) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 /// The services of the default variant, by name.
-const DEFAULT_SERVICES: [&str; 12] = [
+const DEFAULT_SERVICES: [&str; 13] = [
     "Attacher",
     "AwakeableHolder",
     "AwakeableWaiter",
@@ -19,6 +19,7 @@ const DEFAULT_SERVICES: [&str; 12] = [
     "Failing",
     "ListObject",
     "MapObject",
+    "NonDeterministic",
     "Proxy",
     "Recorder",
     "Sleeper",

@@ -11,6 +11,7 @@ use restate_sdk::prelude::*;
 
 const ID: &str = "id";
 const RESULT: &str = "result";
+const SIGNAL_TARGET: &str = "signal-target";
 
 pub struct AwakeableHolder;
 
@@ -85,6 +86,47 @@ impl AwakeableWaiter {
                 Err(failure.into())
             }
         }
+    }
+
+    /// Waits for an awakeable held by `AwakeableHolder/<same key>` or for `timeout_millis`,
+    /// whichever comes first: its value, or `timeout`.
+    #[handler(name = "waitOrTimeout")]
+    async fn wait_or_timeout(
+        &self,
+        ctx: ObjectContext<'_>,
+        timeout_millis: u64,
+    ) -> HandlerResult<String> {
+        let (id, awakeable) = ctx.awakeable::<String>();
+        ctx.request::<String, ()>(
+            RequestTarget::object("AwakeableHolder", ctx.key(), "hold"),
+            id,
+        )
+        .send();
+        let outcome = restate_sdk::select! {
+            value = awakeable => value?,
+            timer = ctx.sleep(Duration::from_millis(timeout_millis)) => {
+                timer?;
+                "timeout".to_owned()
+            },
+        };
+        ctx.set(RESULT, outcome.clone());
+        Ok(outcome)
+    }
+
+    /// Waits for the named signal `name` on this invocation, whose id it keeps as state
+    /// first (`signalTarget`); answers with the signal's value.
+    #[handler(name = "waitForSignal")]
+    async fn wait_for_signal(&self, ctx: ObjectContext<'_>, name: String) -> HandlerResult<String> {
+        ctx.set(SIGNAL_TARGET, ctx.invocation_id().to_owned());
+        let value: String = ctx.signal(&name).await?;
+        ctx.set(RESULT, format!("signalled: {value}"));
+        Ok(value)
+    }
+
+    /// The id of the invocation waiting in `waitForSignal`, or an empty string.
+    #[handler(name = "signalTarget")]
+    async fn signal_target(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<String> {
+        Ok(ctx.get::<String>(SIGNAL_TARGET).await?.unwrap_or_default())
     }
 
     /// Clears what `wait` got. Exclusive: it answers only once the object's lock is free.

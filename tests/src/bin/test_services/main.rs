@@ -13,6 +13,7 @@ mod awakeables;
 mod collections;
 mod counter;
 mod failing;
+mod nondeterministic;
 mod proxy;
 mod recorder;
 mod sleeper;
@@ -48,6 +49,7 @@ async fn main() -> std::io::Result<()> {
             .bind(awakeables::AwakeableHolder)
             .bind(awakeables::AwakeableWaiter)
             .bind(proxy::Proxy)
+            .bind(nondeterministic::NonDeterministic)
             .bind(collections::ListObject)
             .bind(collections::MapObject)
             .bind(sleeper::Sleeper::new(dir.clone()))

@@ -6,6 +6,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use restate_sdk::prelude::*;
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalRequest {
+    invocation_id: String,
+    signal: String,
+    value: String,
+}
+
 #[derive(Default)]
 pub struct TestUtilsService {
     side_effects: Arc<AtomicU32>,
@@ -34,6 +42,26 @@ impl TestUtilsService {
     #[handler(name = "rawEcho")]
     async fn raw_echo(&self, _ctx: Context<'_>, input: Vec<u8>) -> HandlerResult<Vec<u8>> {
         Ok(input)
+    }
+
+    /// Resolves the named signal of an invocation (the contract's `resolveSignal`).
+    #[handler(name = "resolveSignal")]
+    async fn resolve_signal(
+        &self,
+        ctx: Context<'_>,
+        Json(request): Json<SignalRequest>,
+    ) -> HandlerResult<()> {
+        ctx.invocation_handle(request.invocation_id)
+            .signal(request.signal)
+            .resolve(request.value);
+        Ok(())
+    }
+
+    /// Cancels an invocation from a handler (the contract's `cancelInvocation`).
+    #[handler(name = "cancelInvocation")]
+    async fn cancel_invocation(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
+        ctx.invocation_handle(id).cancel();
+        Ok(())
     }
 
     #[handler(name = "uppercaseEcho")]
