@@ -2,11 +2,11 @@
 //! sees the cancellation where it waits and its object is unlocked; cancelling a caller
 //! cancels its call; a kill ends a whole call tree at once; an inboxed invocation that is
 //! cancelled or killed leaves the inbox; unknown and completed invocations are 404 and 409 —
-//! in the default mode and with every wait a suspension.
+//! in the default mode, with every wait a suspension and with lazy state.
 
 use std::time::Duration;
 
-use reprise_e2e::{ALWAYS_SUSPENDING, QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
 use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
@@ -21,6 +21,11 @@ async fn start(mode: &[(&str, &str)]) -> anyhow::Result<(Setup, String)> {
 #[tokio::test]
 async fn default_mode() -> anyhow::Result<()> {
     every_scenario(&[]).await
+}
+
+#[tokio::test]
+async fn lazy_state() -> anyhow::Result<()> {
+    every_scenario(&[LAZY_STATE]).await
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Idempotency keys, attach and output, and workflows, end to end: a request repeated with its
 //! idempotency key is the same invocation and gets the same answer; attach and output by id, by
 //! idempotent request and by workflow; a workflow runs once per key, its shared handlers run
-//! alongside and after it, its durable promise completes once — in the default mode and with
-//! every wait a suspension. And a thousand `add(1)` calls with idempotency keys, retried by the
+//! alongside and after it, its durable promise completes once — in the default mode, with
+//! every wait a suspension and with lazy state. And a thousand `add(1)` calls with idempotency keys, retried by the
 //! client through a SIGKILL of the server until each got a 200, count exactly a thousand.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{ALWAYS_SUSPENDING, QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -24,6 +24,11 @@ async fn start(mode: &[(&str, &str)]) -> anyhow::Result<Setup> {
 #[tokio::test]
 async fn default_mode() -> anyhow::Result<()> {
     every_scenario(&start(&[]).await?).await
+}
+
+#[tokio::test]
+async fn lazy_state() -> anyhow::Result<()> {
+    every_scenario(&start(&[LAZY_STATE]).await?).await
 }
 
 #[tokio::test]

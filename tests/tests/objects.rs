@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -56,7 +55,9 @@ async fn every_scenario(mode: &[(&str, &str)]) -> anyhow::Result<()> {
         a_sleep_survives_a_server_restart(&mut setup, signal).await?;
         state_survives_a_server_restart(&mut setup, signal).await?;
     }
-    a_crash_during_a_burst_loses_no_acknowledged_add(&mut setup).await
+    // A burst of adds through a SIGKILL is `tests/idempotency.rs`: retried with idempotency
+    // keys, the count comes out exact.
+    Ok(())
 }
 
 async fn state_scenarios(setup: &mut Setup) -> anyhow::Result<()> {
@@ -307,47 +308,6 @@ async fn state_survives_a_server_restart(setup: &mut Setup, signal: Signal) -> a
     assert_eq!(
         setup.ok(&path, &json!(2)).await?,
         json!({"oldValue": 1, "newValue": 3})
-    );
-    Ok(())
-}
-
-/// SIGKILL while 1 000 adds on one key are in flight: after the restart every acknowledged add
-/// is there and none is applied twice.
-async fn a_crash_during_a_burst_loses_no_acknowledged_add(setup: &mut Setup) -> anyhow::Result<()> {
-    const SENT: usize = 1000;
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let mut calls = JoinSet::new();
-    for _ in 0..SENT {
-        let (client, url) = (
-            setup.client.clone(),
-            format!("{}/Counter/burst/add", setup.ingress),
-        );
-        let acknowledged = acknowledged.clone();
-        calls.spawn(async move {
-            if let Ok(response) = client.post(url).json(&json!(1)).send().await
-                && response.status() == 200
-                && response.bytes().await.is_ok()
-            {
-                acknowledged.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-    }
-    // Crash once part of the burst is acknowledged.
-    eventually("some adds acknowledged", Duration::from_secs(60), || {
-        let done = acknowledged.load(Ordering::SeqCst) >= 50;
-        async move { done }
-    })
-    .await?;
-    setup.stop_server(Signal::SIGKILL).await?;
-    while calls.join_next().await.is_some() {}
-    let acknowledged = acknowledged.load(Ordering::SeqCst);
-    setup.restart_server().await?;
-    // Exclusive calls run in arrival order: this one runs after every accepted add.
-    let last = setup.ok("/Counter/burst/add", &json!(0)).await?;
-    let total = usize::try_from(last["oldValue"].as_i64().unwrap_or(-1)).unwrap_or(usize::MAX);
-    assert!(
-        (acknowledged..=SENT).contains(&total),
-        "{total} adds applied, {acknowledged} acknowledged, {SENT} sent"
     );
     Ok(())
 }
