@@ -2,8 +2,9 @@
 //! idempotency key is the same invocation and gets the same answer; attach and output by id, by
 //! idempotent request and by workflow; a workflow runs once per key, its shared handlers run
 //! alongside and after it, its durable promise completes once — in the default mode, with
-//! every wait a suspension and with lazy state. And a thousand `add(1)` calls with idempotency keys, retried by the
-//! client through a SIGKILL of the server until each got a 200, count exactly a thousand.
+//! every wait a suspension and with lazy state. And a thousand `add(1)` calls with idempotency
+//! keys, retried by the client through a SIGKILL of the server until each got a 200, count
+//! exactly a thousand.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

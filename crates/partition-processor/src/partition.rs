@@ -175,10 +175,11 @@ impl PartitionHandle {
         &self,
         after: Option<u64>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, crate::OutboxMessage)>, crate::StorageError> {
         let store = self.store.clone();
         let start = *self.range.start();
-        reprise_rocksdb::blocking(move || store.read_outbox(start, after, limit)).await
+        reprise_rocksdb::blocking(move || store.read_outbox(start, after, limit, max_bytes)).await
     }
 
     /// Follows whether this node's raft group leads the partition: `Some(term)` while it

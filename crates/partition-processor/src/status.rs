@@ -116,6 +116,17 @@ pub enum InvocationStatus {
 }
 
 impl InvocationStatus {
+    pub fn in_flight_mut(&mut self) -> Option<&mut InFlight> {
+        match self {
+            InvocationStatus::Invoked(in_flight)
+            | InvocationStatus::Scheduled(in_flight)
+            | InvocationStatus::Paused(in_flight)
+            | InvocationStatus::Inboxed { in_flight, .. }
+            | InvocationStatus::Suspended { in_flight, .. } => Some(in_flight),
+            InvocationStatus::Completed { .. } => None,
+        }
+    }
+
     pub fn in_flight(&self) -> Option<&InFlight> {
         match self {
             InvocationStatus::Invoked(in_flight)

@@ -377,3 +377,58 @@ fn a_journal_goes_whole_whatever_length_its_status_claims() {
     let txn = store.transaction(PartitionKey::MIN);
     assert_eq!(txn.journal_entry(id(1), 0).expect("read"), Some(entry));
 }
+
+#[test]
+fn the_outbox_reads_in_order_in_pages_bounded_by_count_and_bytes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = RocksDbStore::open(tmp.path()).expect("open");
+    let scope = PartitionKey::new(1 << 40);
+    let message = |n: u64, size: usize| {
+        let mut invocation = match scheduled_send() {
+            OutboxMessage::Invoke(invocation) => invocation,
+            _ => unreachable!(),
+        };
+        invocation.argument = Bytes::from(vec![n as u8; size]);
+        OutboxMessage::Invoke(invocation)
+    };
+    let mut txn = store.transaction(scope);
+    for seq in 0..10 {
+        txn.put_outbox(seq, &message(seq, if seq == 3 { 4096 } else { 8 }))
+            .expect("put");
+    }
+    txn.commit().expect("commit");
+    let seqs =
+        |page: Vec<(u64, OutboxMessage)>| page.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.read_outbox(scope, None, 4, usize::MAX).expect("read")),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        seqs(
+            store
+                .read_outbox(scope, Some(7), 10, usize::MAX)
+                .expect("read")
+        ),
+        vec![8, 9]
+    );
+    // The large message ends a page that has reached its byte budget; one is always read.
+    assert_eq!(
+        seqs(store.read_outbox(scope, Some(2), 10, 1024).expect("read")),
+        vec![3]
+    );
+    assert_eq!(
+        seqs(
+            store
+                .read_outbox(scope, Some(u64::MAX), 10, 1024)
+                .expect("read")
+        ),
+        Vec::<u64>::new()
+    );
+    // Another partition's outbox is its own.
+    assert!(
+        store
+            .read_outbox(PartitionKey::new(0), None, 10, usize::MAX)
+            .expect("read")
+            .is_empty()
+    );
+}

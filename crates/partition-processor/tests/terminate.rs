@@ -191,3 +191,27 @@ fn a_paused_invocation_runs_again_when_resumed_or_cancelled() {
     let actions = apply_fenced(&mut store, &terminate(1, TerminationMode::Kill));
     assert!(answered(&actions, 10, "killed"));
 }
+
+#[test]
+fn a_completion_that_arrives_while_paused_is_kept_for_the_resumed_attempt() {
+    let mut store = MemoryStore::default();
+    apply_fenced(&mut store, &invoke(1, 10));
+    apply_fenced(&mut store, &effect(1, sleep(1, 5_000)));
+    let paused = reprise_partition_processor::EffectKind::Paused {
+        code: 500,
+        message: "boom".into(),
+    };
+    apply_fenced(&mut store, &effect(1, paused));
+    let fired = Record::TimerFired(reprise_partition_processor::TimerKey {
+        wake_at: reprise_types::MillisSinceEpoch::new(5_000),
+        invocation_id: id(1),
+        kind: reprise_partition_processor::TimerKind::Completion(1),
+    });
+    assert_eq!(apply_fenced(&mut store, &fired), Vec::new());
+    let InvocationStatus::Paused(in_flight) = status(&store, 1) else {
+        panic!("still paused");
+    };
+    assert_eq!(in_flight.notified_completions, vec![1]);
+    apply_fenced(&mut store, &Record::Resume { target: id(1) });
+    assert!(matches!(status(&store, 1), InvocationStatus::Invoked(_)));
+}

@@ -26,8 +26,10 @@ use tracing::{debug, error, warn};
 
 use crate::{LEADER_WAIT, PartitionTable, WorkerError};
 
-/// Outbox messages read at a time.
+/// Outbox messages read at a time, and about the most bytes of them (a larger message is read
+/// alone): what a round holds in memory.
 const PAGE: usize = 256;
+const PAGE_BYTES: usize = 8 << 20;
 /// About the most bytes of messages in one delivery; a larger message goes alone.
 const DELIVERY_BYTES: usize = 1 << 20;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
@@ -69,7 +71,7 @@ pub(crate) async fn deliver(partition: PartitionHandle, router: Router, wake: Ar
     let mut after: Option<u64> = None;
     let mut backoff = INITIAL_BACKOFF;
     loop {
-        let page = match partition.outbox_after(after, PAGE).await {
+        let page = match partition.outbox_after(after, PAGE, PAGE_BYTES).await {
             Ok(page) => page,
             Err(err) => {
                 error!(partition = %partition.id(), %err, "cannot read the partition's outbox");

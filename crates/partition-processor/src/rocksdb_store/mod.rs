@@ -264,11 +264,14 @@ impl RocksDbStore {
 
     /// Up to `limit` messages of the outbox of the partition starting at `partition_start`, in
     /// sequence order, after `after` (from the first when `None`): what its leader delivers.
+    /// Reading stops once the messages read take `max_bytes` (at least one is read), so a page
+    /// of large payloads stays bounded in memory.
     pub fn read_outbox(
         &self,
         partition_start: PartitionKey,
         after: Option<u64>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, OutboxMessage)>, StorageError> {
         let scope = partition_start.as_u64().to_be_bytes();
         let from = match after.and_then(|seq| seq.checked_add(1)) {
@@ -277,11 +280,13 @@ impl RocksDbStore {
             None => scope.to_vec(),
         };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.iter(Table::Outbox, from, successor(&scope))? {
-            if out.len() >= limit {
+            if out.len() >= limit || (bytes >= max_bytes && !out.is_empty()) {
                 break;
             }
             let (key, value) = item.map_err(|err| self.error(err))?;
+            bytes = bytes.saturating_add(value.len());
             let seq = decode_outbox_key(&key).ok_or_else(|| self.bad_key(Table::Outbox, &key))?;
             out.push((seq, self.decode(Table::Outbox, &key, value.to_vec())?));
         }

@@ -13,7 +13,7 @@ use reprise_service_protocol::proto::{
 use reprise_types::InvocationId;
 use tracing::debug;
 
-use super::{add_sink, frame, notify_completion, outbox, respond};
+use super::{frame, join, notify_completion, outbox, respond};
 use crate::action::Action;
 use crate::ids::{idempotent_invocation_id, workflow_invocation_id};
 use crate::record::{InvocationResult, OutboxMessage, ResponseSink};
@@ -110,11 +110,7 @@ pub(super) fn attach<S: PartitionStore>(
         Some(InvocationStatus::Completed { result, .. }) => {
             Ok(vec![respond(store, sink, target, result)?])
         }
-        Some(mut status) => {
-            add_sink(&mut status, sink);
-            store.put_status(target, status)?;
-            Ok(Vec::new())
-        }
+        Some(status) => join(store, target, status, sink),
         None => {
             debug!(invocation = %target, "attach to an unknown invocation");
             Ok(vec![respond(store, sink, target, not_found())?])

@@ -101,12 +101,11 @@ fn invoke<S: PartitionStore>(
                 None => Ok(Vec::new()),
             };
         }
-        Some(mut status) => {
-            if let Some(sink) = &invocation.response_sink {
-                add_sink(&mut status, sink.clone());
-                store.put_status(id, status)?;
-            }
-            return Ok(Vec::new());
+        Some(status) => {
+            return match &invocation.response_sink {
+                Some(sink) => join(store, id, status, sink.clone()),
+                None => Ok(Vec::new()),
+            };
         }
     }
 
@@ -205,14 +204,32 @@ fn respond<S: PartitionStore>(
     }
 }
 
-fn add_sink(status: &mut InvocationStatus, sink: ResponseSink) {
-    if let InvocationStatus::Invoked(in_flight)
-    | InvocationStatus::Scheduled(in_flight)
-    | InvocationStatus::Inboxed { in_flight, .. }
-    | InvocationStatus::Suspended { in_flight, .. } = status
-    {
-        in_flight.response_sinks.push(sink);
+/// The most callers one invocation answers at completion: attaching is open to any client, and
+/// the sinks are kept in the status.
+const MAX_SINKS: usize = 4096;
+
+/// `sink` waits for the invocation in flight with `status` (which the caller read): it is
+/// answered at completion, or at once with a failure when too many wait already.
+fn join<S: PartitionStore>(
+    store: &mut S,
+    id: InvocationId,
+    mut status: InvocationStatus,
+    sink: ResponseSink,
+) -> Result<Vec<Action>, StorageError> {
+    let Some(in_flight) = status.in_flight_mut() else {
+        return Ok(Vec::new());
+    };
+    if in_flight.response_sinks.len() >= MAX_SINKS {
+        warn!(invocation = %id, "too many callers wait for this invocation; one more is refused");
+        let refused = InvocationResult::Failure {
+            code: 429,
+            message: format!("more than {MAX_SINKS} callers wait for invocation {id}"),
+        };
+        return Ok(vec![respond(store, sink, id, refused)?]);
     }
+    in_flight.response_sinks.push(sink);
+    store.put_status(id, status)?;
+    Ok(Vec::new())
 }
 
 fn apply_effect<S: PartitionStore>(
@@ -622,10 +639,20 @@ fn notify_completion<S: PartitionStore>(
     completion_id: u32,
     entry: StoredFrame,
 ) -> Result<Vec<Action>, StorageError> {
+    /// What the invocation does while the completion is journaled.
+    enum State {
+        Running,
+        Waiting(Waiting),
+        Paused,
+    }
     let status = store.status(id)?;
-    let (mut in_flight, waiting) = match status {
-        Some(InvocationStatus::Invoked(in_flight)) => (in_flight, None),
-        Some(InvocationStatus::Suspended { in_flight, waiting }) => (in_flight, Some(waiting)),
+    let (mut in_flight, state) = match status {
+        Some(InvocationStatus::Invoked(in_flight)) => (in_flight, State::Running),
+        Some(InvocationStatus::Suspended { in_flight, waiting }) => {
+            (in_flight, State::Waiting(waiting))
+        }
+        // Kept for when it is resumed: its handler will be waiting for it.
+        Some(InvocationStatus::Paused(in_flight)) => (in_flight, State::Paused),
         _ => {
             debug!(invocation = %id, completion_id, "completion for an invocation that is not running; ignored");
             return Ok(Vec::new());
@@ -636,6 +663,14 @@ fn notify_completion<S: PartitionStore>(
         return Ok(Vec::new());
     }
     let notify = journal_notification(store, id, &mut in_flight, completion_id, entry)?;
+    let waiting = match state {
+        State::Running => None,
+        State::Waiting(waiting) => Some(waiting),
+        State::Paused => {
+            store.put_status(id, InvocationStatus::Paused(in_flight))?;
+            return Ok(Vec::new());
+        }
+    };
     match waiting {
         None => {
             store.put_status(id, InvocationStatus::Invoked(in_flight))?;

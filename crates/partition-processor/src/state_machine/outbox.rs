@@ -254,6 +254,10 @@ fn call_result<S: PartitionStore>(
             in_flight.pending_calls.retain(|(c, _)| *c != completion_id);
             store.put_status(caller, InvocationStatus::Suspended { in_flight, waiting })?;
         }
+        Some(InvocationStatus::Paused(mut in_flight)) => {
+            in_flight.pending_calls.retain(|(c, _)| *c != completion_id);
+            store.put_status(caller, InvocationStatus::Paused(in_flight))?;
+        }
         _ => {}
     }
     let ty = match notification {
