@@ -6,16 +6,19 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_raft_storage::{DecodeError, PayloadCodec};
-use reprise_types::{InvocationId, MillisSinceEpoch, PartitionId};
+use reprise_types::{InvocationId, MillisSinceEpoch};
 
 use crate::raft::RecordBatch;
 use crate::record::{
-    Callee, Delivery, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget,
-    InvokerEffect, OutboxMessage, Record, ResponseSink, ResultNotification, Retention,
-    ServiceInvocation, Signal, SignalId, SignalResult, StoredFrame, TerminationMode, TimerKey,
-    TimerKind,
+    Callee, EffectKind, Fence, HandlerType, InvocationResult, InvocationTarget, InvokerEffect,
+    Record, ResponseSink, ResultNotification, Retention, ServiceInvocation, StoredFrame,
+    TerminationMode, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, ObjectLock, PinnedDeployment, Promise, Waiting};
+
+mod outbox;
+
+use outbox::{delivery_from, delivery_to, signal_from, signal_to};
 
 /// Generated from `proto/partition.proto`.
 #[allow(clippy::enum_variant_names)]
@@ -120,18 +123,6 @@ fn notification_from(notification: i32) -> Result<ResultNotification, DecodeErro
         Err(_) => Err(DecodeError(format!(
             "unknown result notification {notification}"
         ))),
-    }
-}
-
-fn query_to(
-    target: InvocationId,
-    caller: InvocationId,
-    completion_id: u32,
-) -> proto::InvocationQuery {
-    proto::InvocationQuery {
-        target: id_to(target),
-        caller: id_to(caller),
-        completion_id,
     }
 }
 
@@ -278,152 +269,6 @@ fn invocation_from(invocation: proto::ServiceInvocation) -> Result<ServiceInvoca
         retention: retention_from(invocation.retention),
         execution_time: (invocation.execution_time > 0)
             .then(|| MillisSinceEpoch::new(invocation.execution_time)),
-    })
-}
-
-fn signal_to(signal: &Signal) -> proto::Signal {
-    use proto::signal::{Id, Result};
-    proto::Signal {
-        target: id_to(signal.target),
-        id: Some(match &signal.id {
-            SignalId::Index(index) => Id::Index(*index),
-            SignalId::Name(name) => Id::Name(name.clone()),
-        }),
-        result: Some(match &signal.result {
-            SignalResult::Void => Result::Void(proto::Void {}),
-            SignalResult::Value(bytes) => Result::Value(bytes.clone()),
-            SignalResult::Failure { code, message } => Result::Failure(failure_to(*code, message)),
-        }),
-    }
-}
-
-fn signal_from(signal: proto::Signal) -> Result<Signal, DecodeError> {
-    use proto::signal::{Id, Result};
-    Ok(Signal {
-        target: id_from(&signal.target)?,
-        id: match required(signal.id, "a signal's id")? {
-            Id::Index(index) => SignalId::Index(index),
-            Id::Name(name) => SignalId::Name(name),
-        },
-        result: match required(signal.result, "a signal's result")? {
-            Result::Void(_) => SignalResult::Void,
-            Result::Value(bytes) => SignalResult::Value(bytes),
-            Result::Failure(failure) => SignalResult::Failure {
-                code: failure.code,
-                message: failure.message,
-            },
-        },
-    })
-}
-
-fn outbox_to(message: &OutboxMessage) -> proto::OutboxMessage {
-    use proto::outbox_message::Message;
-    let message = match message {
-        OutboxMessage::Invoke(invocation) => Message::Invoke(invocation_to(invocation)),
-        OutboxMessage::CallResult {
-            caller,
-            completion_id,
-            notification,
-            result,
-        } => Message::CallResult(proto::CallResult {
-            caller: id_to(*caller),
-            completion_id: *completion_id,
-            result: Some(result_to(result)),
-            notification: notification_to(*notification),
-        }),
-        OutboxMessage::Attach {
-            target,
-            caller,
-            completion_id,
-        } => Message::Attach(query_to(*target, *caller, *completion_id)),
-        OutboxMessage::GetOutput {
-            target,
-            caller,
-            completion_id,
-        } => Message::GetOutput(query_to(*target, *caller, *completion_id)),
-        OutboxMessage::Output {
-            caller,
-            completion_id,
-            result,
-        } => Message::Output(proto::Output {
-            caller: id_to(*caller),
-            completion_id: *completion_id,
-            result: result.as_ref().map(result_to),
-        }),
-        OutboxMessage::Signal(signal) => Message::Signal(signal_to(signal)),
-        OutboxMessage::Kill { target } => Message::Kill(id_to(*target)),
-    };
-    proto::OutboxMessage {
-        message: Some(message),
-    }
-}
-
-fn outbox_from(message: proto::OutboxMessage) -> Result<OutboxMessage, DecodeError> {
-    use proto::outbox_message::Message;
-    Ok(match required(message.message, "an outbox message")? {
-        Message::Invoke(invocation) => OutboxMessage::Invoke(invocation_from(invocation)?),
-        Message::CallResult(call) => OutboxMessage::CallResult {
-            caller: id_from(&call.caller)?,
-            completion_id: call.completion_id,
-            notification: notification_from(call.notification)?,
-            result: result_from(call.result)?,
-        },
-        Message::Attach(query) => OutboxMessage::Attach {
-            target: id_from(&query.target)?,
-            caller: id_from(&query.caller)?,
-            completion_id: query.completion_id,
-        },
-        Message::GetOutput(query) => OutboxMessage::GetOutput {
-            target: id_from(&query.target)?,
-            caller: id_from(&query.caller)?,
-            completion_id: query.completion_id,
-        },
-        Message::Output(output) => OutboxMessage::Output {
-            caller: id_from(&output.caller)?,
-            completion_id: output.completion_id,
-            result: output
-                .result
-                .map(|result| result_from(Some(result)))
-                .transpose()?,
-        },
-        Message::Signal(signal) => OutboxMessage::Signal(signal_from(signal)?),
-        Message::Kill(target) => OutboxMessage::Kill {
-            target: id_from(&target)?,
-        },
-    })
-}
-
-fn delivery_to(delivery: &Delivery) -> proto::Delivery {
-    proto::Delivery {
-        producer: u32::from(delivery.producer.as_u16()),
-        messages: delivery
-            .messages
-            .iter()
-            .map(|(seq, message)| proto::OutboxEntry {
-                seq: *seq,
-                message: Some(outbox_to(message)),
-            })
-            .collect(),
-    }
-}
-
-fn delivery_from(delivery: proto::Delivery) -> Result<Delivery, DecodeError> {
-    let producer = u16::try_from(delivery.producer).map_err(|_| {
-        DecodeError(format!(
-            "partition id {} is out of range",
-            delivery.producer
-        ))
-    })?;
-    Ok(Delivery {
-        producer: PartitionId::new(producer),
-        messages: delivery
-            .messages
-            .into_iter()
-            .map(|entry| {
-                let message = outbox_from(required(entry.message, "an outbox message")?)?;
-                Ok((entry.seq, message))
-            })
-            .collect::<Result<_, DecodeError>>()?,
     })
 }
 
@@ -728,16 +573,6 @@ impl StoredValue for InvocationStatus {
                 journal_length: completed.journal_length,
             },
         })
-    }
-}
-
-impl StoredValue for OutboxMessage {
-    fn encode_value(&self) -> Vec<u8> {
-        outbox_to(self).encode_to_vec()
-    }
-
-    fn decode_value(bytes: Bytes) -> Result<Self, DecodeError> {
-        outbox_from(proto::OutboxMessage::decode(bytes)?)
     }
 }
 

@@ -8,11 +8,16 @@
 //! replica. Only a storage failure is an error: the partition cannot go on without its tables.
 
 mod attach;
+mod completion;
 mod object;
 mod outbox;
 mod promises;
 mod signals;
 mod terminate;
+mod timers;
+
+use completion::{complete, forget};
+use timers::{register_timer, timer_fired};
 
 pub use attach::query_of_command;
 pub use outbox::is_implemented;
@@ -28,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::action::Action;
 use crate::record::{
-    EffectKind, InvocationResult, InvokerEffect, OutboxMessage, Record, ResponseSink, Retention,
+    EffectKind, InvocationResult, InvokerEffect, OutboxMessage, Record, ResponseSink,
     ServiceInvocation, StoredFrame, TimerKey, TimerKind,
 };
 use crate::status::{InFlight, InvocationStatus, PinnedDeployment, Waiting};
@@ -552,85 +557,6 @@ fn result_notification(
     frame(ty, &notification)
 }
 
-/// A sleep: its timer is stored in the batch that journals the command, and the leader's
-/// timer service learns of it.
-fn register_timer<S: PartitionStore>(
-    store: &mut S,
-    id: InvocationId,
-    entry: &StoredFrame,
-) -> Result<Vec<Action>, StorageError> {
-    let sleep = match proto::SleepCommandMessage::decode(entry.payload.clone()) {
-        Ok(sleep) => sleep,
-        Err(err) => {
-            warn!(invocation = %id, %err, "undecodable sleep command; no timer");
-            return Ok(Vec::new());
-        }
-    };
-    let timer = TimerKey {
-        wake_at: MillisSinceEpoch::new(sleep.wake_up_time),
-        invocation_id: id,
-        kind: TimerKind::Completion(sleep.result_completion_id),
-    };
-    store.put_timer(timer)?;
-    Ok(vec![Action::RegisterTimer(timer)])
-}
-
-/// A timer's time has come: completes the sleep, or purges what outlived its retention; once,
-/// whatever happened to the invocation meanwhile.
-fn timer_fired<S: PartitionStore>(
-    store: &mut S,
-    timer: &TimerKey,
-) -> Result<Vec<Action>, StorageError> {
-    let id = timer.invocation_id;
-    if !store.has_timer(timer)? {
-        debug!(invocation = %id, kind = ?timer.kind, "timer already fired; ignored");
-        return Ok(Vec::new());
-    }
-    store.delete_timer(timer)?;
-    match timer.kind {
-        TimerKind::Completion(completion_id) => {
-            let notification = proto::NotificationTemplate {
-                id: Some(notification_template::Id::CompletionId(completion_id)),
-                result: Some(notification_template::Result::Void(proto::Void {})),
-            };
-            let entry = frame(MessageType::SleepCompletionNotification, &notification);
-            notify_completion(store, id, completion_id, entry)
-        }
-        TimerKind::Start => match store.status(id)? {
-            Some(InvocationStatus::Scheduled(in_flight)) => start(store, id, in_flight),
-            _ => {
-                debug!(invocation = %id, "start of an invocation that is not scheduled; ignored");
-                Ok(Vec::new())
-            }
-        },
-        TimerKind::PurgeJournal | TimerKind::PurgeInvocation => {
-            let Some(InvocationStatus::Completed {
-                target,
-                result,
-                journal_length,
-            }) = store.status(id)?
-            else {
-                debug!(invocation = %id, "purge of an invocation that is not completed; ignored");
-                return Ok(Vec::new());
-            };
-            store.delete_journal(id, journal_length)?;
-            if timer.kind == TimerKind::PurgeInvocation {
-                forget(store, id, &target)?;
-            } else {
-                store.put_status(
-                    id,
-                    InvocationStatus::Completed {
-                        target,
-                        result,
-                        journal_length: 0,
-                    },
-                )?;
-            }
-            Ok(Vec::new())
-        }
-    }
-}
-
 /// Journals the notification that completes `completion_id`, once. A running attempt receives
 /// it; a suspended invocation waiting for it resumes.
 fn notify_completion<S: PartitionStore>(
@@ -731,92 +657,6 @@ fn suspend<S: PartitionStore>(
     }
     store.put_status(id, InvocationStatus::Suspended { in_flight, waiting })?;
     Ok(Vec::new())
-}
-
-/// Ends an invocation at `now`: its callers get the result, its object's lock passes on, and
-/// what its retention keeps is kept, with timers that purge it when the retention ends.
-fn complete<S: PartitionStore>(
-    store: &mut S,
-    id: InvocationId,
-    in_flight: InFlight,
-    result: InvocationResult,
-    now: MillisSinceEpoch,
-) -> Result<Vec<Action>, StorageError> {
-    let Retention {
-        completion_ms,
-        journal_ms,
-    } = in_flight.retention;
-    let journal_ms = journal_ms.min(completion_ms);
-    let mut actions = vec![Action::AbortAttempt { invocation_id: id }];
-    let mut purge_at = |kind, after_ms: u64| -> Result<(), StorageError> {
-        let timer = TimerKey {
-            wake_at: MillisSinceEpoch::new(now.as_u64().saturating_add(after_ms)),
-            invocation_id: id,
-            kind,
-        };
-        store.put_timer(timer)?;
-        actions.push(Action::RegisterTimer(timer));
-        Ok(())
-    };
-    let journal_length = if journal_ms > 0 {
-        if journal_ms < completion_ms {
-            purge_at(TimerKind::PurgeJournal, journal_ms)?;
-        }
-        in_flight.journal_length
-    } else {
-        0
-    };
-    if completion_ms > 0 {
-        purge_at(TimerKind::PurgeInvocation, completion_ms)?;
-    }
-    if journal_length == 0 {
-        store.delete_journal(id, in_flight.journal_length)?;
-    }
-    // Only the holder releases: an invocation that ends while inboxed never held the lock.
-    let released = match in_flight.target.locked_object() {
-        Some(object)
-            if store
-                .object_lock(&object)?
-                .is_some_and(|lock| lock.holder == id) =>
-        {
-            object::release(store, &object, id)?
-        }
-        _ => Vec::new(),
-    };
-    if completion_ms > 0 {
-        store.put_status(
-            id,
-            InvocationStatus::Completed {
-                target: in_flight.target,
-                result: result.clone(),
-                journal_length,
-            },
-        )?;
-    } else {
-        forget(store, id, &in_flight.target)?;
-    }
-    for sink in in_flight.response_sinks {
-        actions.push(respond(store, sink, id, result.clone())?);
-    }
-    actions.extend(released);
-    Ok(actions)
-}
-
-/// A completed invocation's status goes (its journal is gone already); a workflow's run takes
-/// the workflow's state and promises with it.
-fn forget<S: PartitionStore>(
-    store: &mut S,
-    id: InvocationId,
-    target: &crate::record::InvocationTarget,
-) -> Result<(), StorageError> {
-    store.delete_status(id)?;
-    if target.handler_type == crate::record::HandlerType::Workflow
-        && let Some(workflow) = target.object()
-    {
-        store.delete_all_state(&workflow)?;
-        store.delete_all_promises(&workflow)?;
-    }
-    Ok(())
 }
 
 fn frame(ty: MessageType, message: &impl Message) -> StoredFrame {
