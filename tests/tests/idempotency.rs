@@ -90,6 +90,22 @@ async fn a_repeated_request_is_one_invocation(setup: &Setup) -> anyhow::Result<(
     assert_eq!(first.2, json!({"oldValue": 0, "newValue": 1}));
     let again = post_with_key(setup, "/Counter/idem/add", "one", &json!(1)).await?;
     assert_eq!(again, first, "the same status, id and body");
+    let expires = setup
+        .client
+        .post(format!("{}/Counter/idem/add", setup.ingress))
+        .header("idempotency-key", "one")
+        .json(&json!(1))
+        .send()
+        .await?
+        .headers()
+        .get("idempotency-expires")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        expires.len() == 20 && expires.ends_with('Z'),
+        "idempotency-expires: {expires}"
+    );
     assert_eq!(setup.count("idem").await?, 1);
     let other = post_with_key(setup, "/Counter/idem/add", "two", &json!(1)).await?;
     assert_eq!(other.2, json!({"oldValue": 1, "newValue": 2}));

@@ -217,8 +217,19 @@ async fn handle(state: &IngressState, request: Request) -> Result<Response, Ingr
         return Ok(response);
     }
 
+    let kept_for = std::time::Duration::from_millis(invocation.retention.completion_ms);
     let result = state.worker.call(invocation).await?;
-    Ok(answer(Some(handler), invocation_id, result))
+    let mut response = answer(Some(handler), invocation_id, result);
+    // Until when a repeat of this request gets this answer (the reference's header).
+    if derived && !kept_for.is_zero() {
+        let expires = std::time::SystemTime::now() + kept_for;
+        if let Ok(value) =
+            HeaderValue::try_from(humantime::format_rfc3339_seconds(expires).to_string())
+        {
+            response.headers_mut().insert("idempotency-expires", value);
+        }
+    }
+    Ok(response)
 }
 
 /// The answer to a call (or an attach): the output with the handler's content type, or the
