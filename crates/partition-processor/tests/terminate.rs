@@ -215,3 +215,16 @@ fn a_completion_that_arrives_while_paused_is_kept_for_the_resumed_attempt() {
     apply_fenced(&mut store, &Record::Resume { target: id(1) });
     assert!(matches!(status(&store, 1), InvocationStatus::Invoked(_)));
 }
+
+#[test]
+fn a_cancellation_resumes_a_suspended_invocation_whatever_it_waits_for() {
+    let mut store = MemoryStore::default();
+    apply_fenced(&mut store, &invoke(1, 10));
+    apply_fenced(&mut store, &effect(1, suspended_on(&[7])));
+    let actions = apply_fenced(&mut store, &terminate(1, TerminationMode::Cancel));
+    assert!(matches!(actions.as_slice(), [Action::Invoke { .. }]));
+    let InvocationStatus::Invoked(in_flight) = status(&store, 1) else {
+        panic!("resumed");
+    };
+    assert_eq!(in_flight.notified_signals, vec![1]);
+}

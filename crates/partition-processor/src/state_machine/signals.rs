@@ -85,6 +85,9 @@ pub fn signal_of_command(ty: MessageType, payload: &Bytes) -> Result<Option<Sign
     }
 }
 
+/// The signal index of the built-in cancellation.
+pub(super) const CANCEL: u32 = 1;
+
 /// Journals `signal` for its invocation: a running attempt is told, a suspended invocation
 /// waiting for it resumes.
 pub(super) fn signal<S: PartitionStore>(
@@ -149,7 +152,11 @@ pub(super) fn signal<S: PartitionStore>(
                 entry,
             }],
         ),
-        Some(InvocationStatus::Suspended { waiting, .. }) if waiting.is_ready(&in_flight) => {
+        // A cancellation resumes a suspended invocation whatever it waits for: its SDK must see
+        // it to fail what the handler awaits.
+        Some(InvocationStatus::Suspended { waiting, .. })
+            if waiting.is_ready(&in_flight) || signal.id == SignalId::Index(CANCEL) =>
+        {
             in_flight.attempt = in_flight.attempt.saturating_add(1);
             let target = in_flight.target.clone();
             (

@@ -15,8 +15,6 @@ use crate::record::{
 use crate::status::{InFlight, InvocationStatus};
 use crate::storage::{PartitionStore, StorageError};
 
-/// The signal index of a cancellation.
-const CANCEL_SIGNAL: u32 = 1;
 /// The code of the failure a cancelled or killed invocation ends with.
 const CONFLICT: u32 = 409;
 
@@ -41,7 +39,7 @@ pub(super) fn terminate<S: PartitionStore>(
                 store,
                 &Signal {
                     target,
-                    id: SignalId::Index(CANCEL_SIGNAL),
+                    id: SignalId::Index(signals::CANCEL),
                     result: SignalResult::Void,
                 },
             )?;
@@ -54,7 +52,7 @@ pub(super) fn terminate<S: PartitionStore>(
             store,
             &Signal {
                 target,
-                id: SignalId::Index(CANCEL_SIGNAL),
+                id: SignalId::Index(signals::CANCEL),
                 result: SignalResult::Void,
             },
         ),
