@@ -10,6 +10,7 @@
 mod error;
 mod invocations;
 mod model;
+mod query;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub worker: Option<WorkerHandle>,
     /// The ingress's address (`http://host:port/`), when this node runs the ingress role.
     pub ingress_endpoint: Option<String>,
+    /// SQL over this node's invocations, services and deployments (with the worker role).
+    pub query: Option<reprise_query::QueryEngine>,
 }
 
 /// The API's state, filled in once the node can serve. Cheap to clone.
@@ -83,6 +86,7 @@ pub fn router(handle: AdminHandle) -> Router {
         .route("/services/{name}", get(get_service))
         .route("/partitions", get(list_partitions))
         .route("/partitions/{id}/step-down", post(step_down))
+        .route("/query", post(query::query))
         .route("/invocations/{id}", delete(invocations::delete))
         .route("/invocations/{id}/{operation}", patch(invocations::patch))
         .with_state(handle);

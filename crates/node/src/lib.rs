@@ -366,6 +366,9 @@ async fn start_roles(
                 service_client,
                 worker: worker.as_ref().map(|w| w.handle()),
                 ingress_endpoint,
+                query: worker
+                    .as_ref()
+                    .map(|w| reprise_query::QueryEngine::new(w.handle().store(), view.clone())),
             });
         }
         Ok::<_, NodeError>(())

@@ -173,12 +173,17 @@ impl Worker {
             ));
         }
         info!(partitions = partitions.len(), "partitions started");
+        let read_store = store.clone();
         Ok(Self {
             store,
             partitions,
             tasks,
             stop,
-            handle: WorkerHandle { router, waiters },
+            handle: WorkerHandle {
+                router,
+                waiters,
+                store: read_store,
+            },
         })
     }
 
@@ -455,9 +460,15 @@ fn carry_out(
 pub struct WorkerHandle {
     router: Router,
     waiters: Arc<Waiters>,
+    store: RocksDbStore,
 }
 
 impl WorkerHandle {
+    /// The database of this node's partitions, for reading (SQL over the invocations).
+    pub fn store(&self) -> RocksDbStore {
+        self.store.clone()
+    }
+
     /// The partitions this node runs, in id order.
     pub fn partitions(&self) -> Vec<PartitionState> {
         let mut states: Vec<PartitionState> = self

@@ -160,6 +160,29 @@ impl RocksDbStore {
             .collect()
     }
 
+    /// Up to `limit` committed statuses of every partition of the node, in id order, after
+    /// `after` (from the first when `None`): what an SQL scan of the invocations reads, a page
+    /// at a time.
+    pub fn statuses_after(
+        &self,
+        after: Option<InvocationId>,
+        limit: usize,
+    ) -> Result<Vec<(InvocationId, InvocationStatus)>, StorageError> {
+        let from = after.map(status_key).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.iter(Table::Status, from, None)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|err| self.error(err))?;
+            let id = self.decode_id(Table::Status, &key)?;
+            if Some(id) != after {
+                out.push((id, self.decode(Table::Status, &key, value.to_vec())?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` invocations of the partition whose keys are `range` that are `Invoked`, in
     /// id order after `after` (from the first when `None`): a new leader pages through them
     /// to resume them, reading the index, not the statuses.
