@@ -1,12 +1,13 @@
 //! Invoking services end to end: a real `reprise-server`, a real SDK deployment, real HTTP.
-//! Calls and sends, retries until success, terminal errors reaching the caller, bad requests,
+//! Calls and sends, retries until success and terminal errors reaching the caller (each in the
+//! three modes of the conformance contract), bad requests,
 //! and the two crashes a durable engine must shrug off — the service process killed in the
 //! middle of an invocation, and the server killed while an invocation is retrying.
 
 use std::path::Path;
 use std::time::Duration;
 
-use reprise_e2e::{QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
@@ -19,6 +20,9 @@ async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Setup> {
     let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(extra_env).copied().collect();
     Setup::start(SERVICES_BIN, &env).await
 }
+
+/// The default mode, every wait a suspension, and lazy state: the conformance contract's modes.
+const MODES: [&[(&str, &str)]; 3] = [&[], &[ALWAYS_SUSPENDING], &[LAZY_STATE]];
 
 /// The events `Recorder` wrote for `invocation`, in order.
 fn events(records: &Path, invocation: &str) -> Vec<String> {
@@ -108,8 +112,13 @@ async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Re
 
 #[tokio::test]
 async fn failed_attempts_are_retried_until_they_succeed() -> anyhow::Result<()> {
-    let setup = start(&[]).await?;
+    for mode in MODES {
+        retries_until_success(&start(mode).await?).await?;
+    }
+    Ok(())
+}
 
+async fn retries_until_success(setup: &Setup) -> anyhow::Result<()> {
     let (status, body) = setup
         .call("/Failing/k1/failingCallWithEventualSuccess", &json!(null))
         .await?;
@@ -135,8 +144,13 @@ async fn failed_attempts_are_retried_until_they_succeed() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn terminal_errors_reach_the_caller_with_their_message() -> anyhow::Result<()> {
-    let setup = start(&[]).await?;
+    for mode in MODES {
+        terminal_errors(&start(mode).await?).await?;
+    }
+    Ok(())
+}
 
+async fn terminal_errors(setup: &Setup) -> anyhow::Result<()> {
     for handler in ["terminallyFailingCall", "terminallyFailingSideEffect"] {
         let message = format!("{handler} failed on purpose");
         let (status, headers, body) = setup
