@@ -1,6 +1,6 @@
 //! Invoking services end to end: a real `reprise-server`, a real SDK deployment, real HTTP.
-//! Calls and sends, retries until success and terminal errors reaching the caller (each in the
-//! three modes of the conformance contract), bad requests,
+//! Calls and sends, headers and raw bytes, retries until success and terminal errors reaching
+//! the caller (each in the three modes of the conformance contract), bad requests,
 //! and the two crashes a durable engine must shrug off — the service process killed in the
 //! middle of an invocation, and the server killed while an invocation is retrying.
 
@@ -40,8 +40,19 @@ fn count(events: &[String], event: &str) -> usize {
 
 #[tokio::test]
 async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Result<()> {
-    let setup = start(&[]).await?;
+    for mode in MODES {
+        // With every wait a suspension, the attempt that answers replays its side effects.
+        let executed = if mode.contains(&ALWAYS_SUSPENDING) {
+            0
+        } else {
+            3
+        };
+        calls_and_sends(&start(mode).await?, executed).await?;
+    }
+    Ok(())
+}
 
+async fn calls_and_sends(setup: &Setup, executed_side_effects: u32) -> anyhow::Result<()> {
     let (status, headers, body) = setup.post("/TestUtilsService/echo", &json!("hi")).await?;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"\"hi\"");
@@ -57,7 +68,7 @@ async fn calls_and_sends_reach_the_handler_and_answer_its_output() -> anyhow::Re
     let (status, body) = setup
         .call("/TestUtilsService/countExecutedSideEffects", &json!(3))
         .await?;
-    assert_eq!((status, body), (200, json!(3)));
+    assert_eq!((status, body), (200, json!(executed_side_effects)));
 
     // Request headers reach the handler; the ingress adds the path it was called on.
     let response = setup
