@@ -91,6 +91,13 @@ impl Setup {
             .context("the admin role runs by default")
     }
 
+    /// Starts `services_bin` and a node with quick retries and the settings of `mode` (one of
+    /// the conformance modes, or none), and registers the services.
+    pub async fn in_mode(services_bin: &str, mode: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(mode).copied().collect();
+        Self::start(services_bin, &env).await
+    }
+
     /// Where the services leave their markers.
     pub fn records(&self) -> PathBuf {
         self.tmp.path().join("records")

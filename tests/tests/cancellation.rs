@@ -6,14 +6,13 @@
 
 use std::time::Duration;
 
-use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, Setup, eventually};
 use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 
 async fn start(mode: &[(&str, &str)]) -> anyhow::Result<(Setup, String)> {
-    let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(mode).copied().collect();
-    let setup = Setup::start(SERVICES_BIN, &env).await?;
+    let setup = Setup::in_mode(SERVICES_BIN, mode).await?;
     let admin = format!("http://{}", setup.admin()?);
     Ok((setup, admin))
 }

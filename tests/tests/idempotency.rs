@@ -11,15 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, Setup, eventually};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 
 async fn start(mode: &[(&str, &str)]) -> anyhow::Result<Setup> {
-    let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(mode).copied().collect();
-    Setup::start(SERVICES_BIN, &env).await
+    Setup::in_mode(SERVICES_BIN, mode).await
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, QUICK_RETRIES, Setup, eventually};
+use reprise_e2e::{ALWAYS_SUSPENDING, LAZY_STATE, Setup, eventually};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -19,8 +19,7 @@ const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 const OVER_EAGER_LIMIT: (&str, &str) = ("REPRISE_WORKER__INVOKER__EAGER_STATE_SIZE_LIMIT", "4");
 
 async fn start(mode: &[(&str, &str)]) -> anyhow::Result<Setup> {
-    let env: Vec<(&str, &str)> = QUICK_RETRIES.iter().chain(mode).copied().collect();
-    Setup::start(SERVICES_BIN, &env).await
+    Setup::in_mode(SERVICES_BIN, mode).await
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ pub(crate) enum Flavor {
     Invocation,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct InvocationTable {
     store: RocksDbStore,
     schema: Arc<Schema>,
@@ -193,12 +193,7 @@ impl TableProvider for InvocationTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         // Filters are ANDed: the first that names ids bounds what is read.
         let ids = filters.iter().find_map(pushed_ids);
-        let table = InvocationTable {
-            store: self.store.clone(),
-            schema: self.schema.clone(),
-            flavor: self.flavor,
-            columns: self.columns.clone(),
-        };
+        let table = self.clone();
         // RocksDB reads run on the blocking pool, not on the runtime's workers.
         let batch = tokio::task::spawn_blocking(move || {
             let rows = table.read(ids)?;

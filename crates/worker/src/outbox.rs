@@ -97,7 +97,8 @@ pub(crate) async fn deliver(partition: PartitionHandle, router: Router, wake: Ar
                     .push((seq, message)),
                 Err(err) => {
                     error!(partition = %partition.id(), seq, %err, "cannot route an outbox message");
-                    unroutable = Some(unroutable.map_or(seq, |first: u64| first.min(seq)));
+                    // A page is in sequence order: the first one is the smallest.
+                    unroutable.get_or_insert(seq);
                 }
             }
         }

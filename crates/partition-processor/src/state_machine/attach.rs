@@ -8,12 +8,11 @@ use prost::Message;
 use reprise_service_protocol::MessageType;
 use reprise_service_protocol::proto::{
     self, attach_invocation_command_message, get_invocation_output_command_message,
-    notification_template,
 };
 use reprise_types::InvocationId;
 use tracing::debug;
 
-use super::{frame, join, notify_completion, outbox, respond};
+use super::{join, notify_completion, outbox, respond, result_notification, void_notification};
 use crate::action::Action;
 use crate::ids::{idempotent_invocation_id, workflow_invocation_id};
 use crate::record::{InvocationResult, OutboxMessage, ResponseSink};
@@ -145,27 +144,10 @@ pub(super) fn output<S: PartitionStore>(
     completion_id: u32,
     result: &Option<InvocationResult>,
 ) -> Result<Vec<Action>, StorageError> {
-    let result = match result {
-        None => notification_template::Result::Void(proto::Void {}),
-        Some(InvocationResult::Success(value)) => {
-            notification_template::Result::Value(proto::Value {
-                content: value.clone(),
-            })
-        }
-        Some(InvocationResult::Failure { code, message }) => {
-            notification_template::Result::Failure(proto::Failure {
-                code: *code,
-                message: message.clone(),
-                metadata: Vec::new(),
-            })
-        }
+    let ty = MessageType::GetInvocationOutputCompletionNotification;
+    let entry = match result {
+        None => void_notification(ty, completion_id),
+        Some(result) => result_notification(ty, completion_id, result),
     };
-    let entry = frame(
-        MessageType::GetInvocationOutputCompletionNotification,
-        &proto::NotificationTemplate {
-            id: Some(notification_template::Id::CompletionId(completion_id)),
-            result: Some(result),
-        },
-    );
     notify_completion(store, caller, completion_id, entry)
 }

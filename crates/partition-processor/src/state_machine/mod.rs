@@ -532,6 +532,16 @@ fn complete_run<S: PartitionStore>(
     notify_completion(store, id, completion_id, entry)
 }
 
+/// The notification completing `completion_id` with nothing (a sleep's, a promise's
+/// completion acknowledged, an output that is not there yet).
+fn void_notification(ty: MessageType, completion_id: u32) -> StoredFrame {
+    let notification = proto::NotificationTemplate {
+        id: Some(notification_template::Id::CompletionId(completion_id)),
+        result: Some(notification_template::Result::Void(proto::Void {})),
+    };
+    frame(ty, &notification)
+}
+
 /// The notification completing `completion_id` with a result.
 fn result_notification(
     ty: MessageType,

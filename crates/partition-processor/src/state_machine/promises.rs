@@ -6,12 +6,10 @@
 use bytes::Bytes;
 use prost::Message;
 use reprise_service_protocol::MessageType;
-use reprise_service_protocol::proto::{
-    self, complete_promise_command_message, notification_template,
-};
+use reprise_service_protocol::proto::{self, complete_promise_command_message};
 use reprise_types::InvocationId;
 
-use super::{frame, journal_notification, result_notification};
+use super::{journal_notification, result_notification, void_notification};
 use crate::action::Action;
 use crate::record::InvocationResult;
 use crate::status::{InFlight, Promise};
@@ -138,7 +136,7 @@ pub(super) fn apply<S: PartitionStore>(
                     completion_id,
                     &result,
                 ),
-                _ => void(
+                _ => void_notification(
                     MessageType::PeekPromiseCompletionNotification,
                     completion_id,
                 ),
@@ -170,7 +168,7 @@ pub(super) fn apply<S: PartitionStore>(
                         _ => Vec::new(),
                     };
                     store.put_promise(workflow, &key, &Promise::Completed(result.clone()))?;
-                    let reply = void(
+                    let reply = void_notification(
                         MessageType::CompletePromiseCompletionNotification,
                         completion_id,
                     );
@@ -181,14 +179,4 @@ pub(super) fn apply<S: PartitionStore>(
             Ok((vec![notify], woken))
         }
     }
-}
-
-fn void(ty: MessageType, completion_id: u32) -> crate::record::StoredFrame {
-    frame(
-        ty,
-        &proto::NotificationTemplate {
-            id: Some(notification_template::Id::CompletionId(completion_id)),
-            result: Some(notification_template::Result::Void(proto::Void {})),
-        },
-    )
 }

@@ -5,11 +5,11 @@
 
 use prost::Message;
 use reprise_service_protocol::MessageType;
-use reprise_service_protocol::proto::{self, notification_template};
+use reprise_service_protocol::proto::{self};
 use reprise_types::{InvocationId, MillisSinceEpoch};
 use tracing::{debug, warn};
 
-use super::{forget, frame, notify_completion, start};
+use super::{forget, notify_completion, start, void_notification};
 use crate::action::Action;
 use crate::record::{StoredFrame, TimerKey, TimerKind};
 use crate::status::InvocationStatus;
@@ -52,11 +52,7 @@ pub(super) fn timer_fired<S: PartitionStore>(
     store.delete_timer(timer)?;
     match timer.kind {
         TimerKind::Completion(completion_id) => {
-            let notification = proto::NotificationTemplate {
-                id: Some(notification_template::Id::CompletionId(completion_id)),
-                result: Some(notification_template::Result::Void(proto::Void {})),
-            };
-            let entry = frame(MessageType::SleepCompletionNotification, &notification);
+            let entry = void_notification(MessageType::SleepCompletionNotification, completion_id);
             notify_completion(store, id, completion_id, entry)
         }
         TimerKind::Start => match store.status(id)? {
