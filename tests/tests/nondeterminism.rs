@@ -26,6 +26,7 @@ async fn handlers_that_change_on_replay_fail_without_their_side_effects() -> any
     for handler in [
         "eitherSleepOrCall",
         "callDifferentMethod",
+        "backgroundInvokeWithDifferentTargets",
         "setDifferentKey",
     ] {
         let key = format!("nd-{handler}");

@@ -1,6 +1,6 @@
 //! Test services written with the official Rust SDK, implementing the SDK conformance contract
-//! (`TestUtilsService`, `Counter`, `Proxy`, `AwakeableHolder`, `BlockAndWaitWorkflow`, the
-//! stateless `Failing` handlers) plus the test-only
+//! (`TestUtilsService`, `Counter`, `Proxy`, `AwakeableHolder`, `BlockAndWaitWorkflow`,
+//! `VirtualObjectCommandInterpreter`, the stateless `Failing` handlers) plus the test-only
 //! `Recorder` and `Attacher`. Reprise's end-to-end tests register and call them like any user's deployment.
 //!
 //! Usage: `reprise-test-services [--variant default|breaking] [--listen ADDR] [--dir DIR]`.
@@ -13,6 +13,7 @@ mod awakeables;
 mod collections;
 mod counter;
 mod failing;
+mod interpreter;
 mod nondeterministic;
 mod proxy;
 mod recorder;
@@ -57,6 +58,7 @@ async fn main() -> std::io::Result<()> {
             .bind(recorder::Recorder::new(dir))
             .bind(workflows::BlockAndWaitWorkflow)
             .bind(workflows::Attacher)
+            .bind(interpreter::VirtualObjectCommandInterpreter)
             .build(),
         "breaking" => Endpoint::builder()
             .bind(test_utils::TestUtilsServiceEchoOnly)

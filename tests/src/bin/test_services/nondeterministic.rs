@@ -52,6 +52,24 @@ impl NonDeterministic {
         Ok(())
     }
 
+    /// A one-way call to `Counter/get` the first time, to `Counter/reset` when replayed.
+    #[handler(name = "backgroundInvokeWithDifferentTargets")]
+    async fn background_invoke_with_different_targets(
+        &self,
+        ctx: ObjectContext<'_>,
+    ) -> HandlerResult<()> {
+        let handler = if first_time(ctx.key()) {
+            "get"
+        } else {
+            "reset"
+        };
+        ctx.request::<(), ()>(RequestTarget::object("Counter", ctx.key(), handler), ())
+            .send();
+        ctx.sleep(Duration::from_millis(100)).await?;
+        Self::count(&ctx);
+        Ok(())
+    }
+
     /// Sets one state key the first time and another when replayed.
     #[handler(name = "setDifferentKey")]
     async fn set_different_key(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {

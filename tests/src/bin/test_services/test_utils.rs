@@ -57,6 +57,20 @@ impl TestUtilsService {
         Ok(())
     }
 
+    /// Rejects the named signal of an invocation with `value` as the failure's message (the
+    /// contract's `rejectSignal`).
+    #[handler(name = "rejectSignal")]
+    async fn reject_signal(
+        &self,
+        ctx: Context<'_>,
+        Json(request): Json<SignalRequest>,
+    ) -> HandlerResult<()> {
+        ctx.invocation_handle(request.invocation_id)
+            .signal(request.signal)
+            .reject(TerminalError::new(request.value));
+        Ok(())
+    }
+
     /// Cancels an invocation from a handler (the contract's `cancelInvocation`).
     #[handler(name = "cancelInvocation")]
     async fn cancel_invocation(&self, ctx: Context<'_>, id: String) -> HandlerResult<()> {
