@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 /// The services of the default variant, by name.
-const DEFAULT_SERVICES: [&str; 13] = [
+const DEFAULT_SERVICES: [&str; 14] = [
     "Attacher",
     "AwakeableHolder",
     "AwakeableWaiter",
@@ -24,6 +24,7 @@ const DEFAULT_SERVICES: [&str; 13] = [
     "Recorder",
     "Sleeper",
     "TestUtilsService",
+    "VirtualObjectCommandInterpreter",
 ];
 
 async fn started_node(base: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {

@@ -4,28 +4,34 @@
 //! compare-and-set on the key's version ([`Precondition`]), checked in log order by the state
 //! machine, so concurrent writers cannot overwrite each other unseen.
 //!
-//! Node-local readers and writers go through [`MetadataClient`] (`get`, `put`, `delete`,
-//! `watch`). Today the group has one member; the multi-node work adds members and a network
-//! transport without changing the client's API.
+//! Every reader and writer goes through [`MetadataClient`] (`get`, `put`, `delete`, `watch`,
+//! and the membership calls), on a member or on any other node: it talks to the local member
+//! when that leads and to the leader over the node channel otherwise. The group's members talk
+//! raft over the node channel ([`reprise_net::RaftTransport`]); [`metadata_service`] answers
+//! other nodes' calls.
 
+mod client;
 mod codec;
 #[cfg(test)]
 mod conformance;
+mod service;
 mod state_machine;
 pub mod types;
+
+pub use client::{Member, Members, MetadataClient};
+pub use service::{MetadataSlot, metadata_service};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
+use reprise_net::{Connections, RaftEndpoint, RaftTransport};
 use rocksdb::DB;
-use tokio::sync::watch;
 
-use reprise_raft_storage::{LogStore, LogStoreConfig, SingleMemberNetwork, SnapshotDir};
+use client::Local;
+use reprise_raft_storage::{LogStore, LogStoreConfig, SnapshotDir};
 use state_machine::{CF_KV, CF_SM, SharedState, StateMachine};
 pub use types::{Command, CommandResponse, Precondition, Version, VersionedValue};
 
@@ -49,6 +55,30 @@ pub(crate) fn log_store(db: Arc<DB>) -> LogStore<types::TypeConfig> {
 /// How long a client call waits for the group to have a leader (after a start, an election).
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// The largest value the store takes: metadata is small, and every member keeps all of it.
+pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+
+/// The raft group's name on the node channel.
+pub const GROUP: &str = "metadata";
+
+fn proto_members(members: &Members) -> reprise_net::proto::MembersResponse {
+    reprise_net::proto::MembersResponse {
+        members: members
+            .members
+            .iter()
+            .map(|m| reprise_net::proto::Member {
+                id: u32::try_from(m.id).unwrap_or(0),
+                address: m.address.clone(),
+                voter: m.voter,
+            })
+            .collect(),
+        leader: members
+            .leader
+            .and_then(|l| u32::try_from(l).ok())
+            .unwrap_or(0),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error(transparent)]
@@ -70,10 +100,12 @@ pub enum MetadataError {
     },
     #[error("the metadata store is unavailable: {0}")]
     Unavailable(String),
+    #[error("the metadata store refused the request: {0}")]
+    Refused(String),
 }
 
 /// Where and as whom to run the metadata server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MetadataServerOptions {
     /// The node directory; the store lives in `metadata-server/` inside it.
     pub node_dir: PathBuf,
@@ -82,6 +114,13 @@ pub struct MetadataServerOptions {
     /// This node's advertised address.
     pub address: String,
     pub cluster_name: String,
+    /// The node's connections to its peers (raft traffic, forwarded calls).
+    pub connections: Connections,
+    /// Node ports of metadata members to ask when this member cannot answer itself
+    /// (`metadata-client.addresses`).
+    pub peers: Vec<String>,
+    /// Where the node's `Metadata` service finds this member.
+    pub slot: MetadataSlot,
 }
 
 /// A running metadata server. Stop it with [`MetadataServer::shutdown`].
@@ -91,6 +130,9 @@ pub struct MetadataServer {
     member_id: u64,
     address: String,
     db: Arc<DB>,
+    connections: Connections,
+    peers: Vec<String>,
+    slot: MetadataSlot,
 }
 
 impl MetadataServer {
@@ -125,18 +167,25 @@ impl MetadataServer {
         let raft = Raft::new(
             options.member_id,
             Arc::new(config),
-            SingleMemberNetwork::new("metadata"),
+            RaftTransport::new(GROUP, options.connections.clone()),
             log_store,
             state_machine,
         )
         .await
         .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        options.slot.set(Some(Local {
+            raft: raft.clone(),
+            shared: shared.clone(),
+        }));
         Ok(Self {
             raft,
             shared,
             member_id: options.member_id,
             address: options.address,
             db,
+            connections: options.connections,
+            peers: options.peers,
+            slot: options.slot,
         })
     }
 
@@ -164,14 +213,34 @@ impl MetadataServer {
     }
 
     pub fn client(&self) -> MetadataClient {
-        MetadataClient {
+        MetadataClient::with_local(
+            Local {
+                raft: self.raft.clone(),
+                shared: self.shared.clone(),
+            },
+            self.connections.clone(),
+            self.peers.clone(),
+        )
+    }
+
+    /// Waits (up to a bound) until the group this member belongs to has a leader.
+    pub async fn wait_for_leader(&self) -> Result<(), MetadataError> {
+        Local {
             raft: self.raft.clone(),
             shared: self.shared.clone(),
         }
+        .wait_for_leader()
+        .await
+    }
+
+    /// The member as the node channel delivers raft traffic to it.
+    pub fn raft_endpoint(&self) -> Arc<dyn RaftEndpoint> {
+        Arc::new(self.raft.clone())
     }
 
     /// Stops the raft task and flushes the store to disk.
     pub async fn shutdown(self) -> Result<(), MetadataError> {
+        self.slot.set(None);
         self.raft
             .shutdown()
             .await
@@ -194,100 +263,4 @@ fn open_db(path: &Path) -> Result<Arc<DB>, MetadataError> {
 
 fn open_snapshot_dir(path: PathBuf) -> Result<SnapshotDir, MetadataError> {
     SnapshotDir::open(path.clone()).map_err(|source| MetadataError::SnapshotDir { path, source })
-}
-
-/// Reads and writes cluster metadata. Cheap to clone.
-#[derive(Clone)]
-pub struct MetadataClient {
-    raft: Raft<types::TypeConfig>,
-    shared: Arc<SharedState>,
-}
-
-impl MetadataClient {
-    /// The current value of `key`, reflecting every write acknowledged before the call.
-    pub async fn get(&self, key: &str) -> Result<Option<VersionedValue>, MetadataError> {
-        self.wait_for_leader().await?;
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
-        Ok(self.shared.get(key))
-    }
-
-    /// Writes `value` under `key` if `precondition` holds, and returns the new version.
-    pub async fn put(
-        &self,
-        key: &str,
-        value: Bytes,
-        precondition: Precondition,
-    ) -> Result<Version, MetadataError> {
-        let command = Command::Put {
-            key: key.to_owned(),
-            value,
-            precondition,
-        };
-        match self.write(command).await? {
-            CommandResponse::Applied {
-                version: Some(version),
-            } => Ok(version),
-            other => Err(self.unexpected(key, precondition, other)),
-        }
-    }
-
-    /// Removes `key` if `precondition` holds.
-    pub async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), MetadataError> {
-        let command = Command::Delete {
-            key: key.to_owned(),
-            precondition,
-        };
-        match self.write(command).await? {
-            CommandResponse::Applied { version: None } => Ok(()),
-            other => Err(self.unexpected(key, precondition, other)),
-        }
-    }
-
-    /// Follows the version of `key` (`None` while it has no value) as writes are applied.
-    pub fn watch(&self, key: &str) -> watch::Receiver<Option<Version>> {
-        self.shared.watch(key)
-    }
-
-    async fn write(&self, command: Command) -> Result<CommandResponse, MetadataError> {
-        self.wait_for_leader().await?;
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(MetadataError::Unavailable(format!(
-                    "this node is not the metadata leader (leader: {:?})",
-                    forward.leader_id
-                )))
-            }
-            Err(err) => Err(MetadataError::Unavailable(err.to_string())),
-        }
-    }
-
-    fn unexpected(
-        &self,
-        key: &str,
-        expected: Precondition,
-        response: CommandResponse,
-    ) -> MetadataError {
-        match response {
-            CommandResponse::PreconditionFailed { current } => MetadataError::PreconditionFailed {
-                key: key.to_owned(),
-                expected,
-                current,
-            },
-            other => MetadataError::Storage(format!("unexpected response {other:?} to a write")),
-        }
-    }
-
-    /// Waits (up to a bound) until the group has a leader and can serve reads and writes.
-    pub async fn wait_for_leader(&self) -> Result<(), MetadataError> {
-        self.raft
-            .wait(Some(LEADER_WAIT))
-            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
-            .await
-            .map(|_| ())
-            .map_err(|e| MetadataError::Unavailable(format!("no metadata leader: {e}")))
-    }
 }

@@ -12,6 +12,12 @@ fn options(dir: &std::path::Path) -> MetadataServerOptions {
         member_id: 1,
         address: "http://127.0.0.1:5122".into(),
         cluster_name: "test".into(),
+        connections: reprise_net::Connections::new(
+            reprise_net::NetIdentity::new("test"),
+            reprise_net::ConnectionOptions::default(),
+        ),
+        peers: Vec::new(),
+        slot: Default::default(),
     }
 }
 

@@ -27,7 +27,7 @@ pub use nodes::{
 };
 pub use options::{
     AdminOptions, Configuration, HttpOptions, IngressOptions, InvokerOptions, LogFormat,
-    OnMaxAttempts, RetryPolicy, WorkerOptions,
+    MetadataClientOptions, MetadataServerOptions, OnMaxAttempts, RetryPolicy, WorkerOptions,
 };
 pub use roles::{Role, RoleSet};
 pub use units::{ByteCount, FriendlyDuration};

@@ -78,6 +78,20 @@ macro_rules! display_as_serde_name {
                 f.write_str(match self { $(Self::$variant => $text),* })
             }
         }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(format!(
+                        "`{other}` is not one of: {}",
+                        [$($text),*].join(", ")
+                    )),
+                }
+            }
+        }
     };
 }
 display_as_serde_name!(WorkerState { Provisioning => "provisioning", Active => "active", Draining => "draining", Disabled => "disabled" });
@@ -98,6 +112,27 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// A node as a stored node table holds it.
+    pub fn from_parts(
+        name: String,
+        id: PlainNodeId,
+        generation: Option<u32>,
+        address: String,
+        roles: RoleSet,
+        worker_state: WorkerState,
+        metadata_server_state: MetadataServerState,
+    ) -> Self {
+        Self {
+            name,
+            id,
+            generation,
+            address,
+            roles,
+            worker_state,
+            metadata_server_state,
+        }
+    }
+
     pub fn id(&self) -> PlainNodeId {
         self.id
     }
@@ -170,6 +205,42 @@ impl NodesConfiguration {
             cluster_name: cluster_name.into(),
             nodes: BTreeMap::new(),
         }
+    }
+
+    /// A node table as it was stored: entries in any order, each under its own id. Refuses a
+    /// table whose entries contradict each other (an entry under another id, two live nodes
+    /// with one name).
+    pub fn from_parts(
+        version: u64,
+        cluster_name: String,
+        entries: Vec<(PlainNodeId, NodeEntry)>,
+    ) -> Result<Self, NodesConfigError> {
+        let mut nodes = BTreeMap::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (id, entry) in entries {
+            if let NodeEntry::Node(node) = &entry {
+                if node.id != id {
+                    return Err(NodesConfigError::UnknownNode(id));
+                }
+                if !names.insert(node.name.clone()) {
+                    return Err(NodesConfigError::NameTaken {
+                        name: node.name.clone(),
+                        id,
+                    });
+                }
+            }
+            nodes.insert(id, entry);
+        }
+        Ok(Self {
+            version,
+            cluster_name,
+            nodes,
+        })
+    }
+
+    /// Every slot, tombstones included, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = (PlainNodeId, &NodeEntry)> {
+        self.nodes.iter().map(|(id, entry)| (*id, entry))
     }
 
     pub fn version(&self) -> u64 {

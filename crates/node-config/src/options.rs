@@ -52,6 +52,8 @@ pub struct Configuration {
     pub ingress: IngressOptions,
     pub admin: AdminOptions,
     pub worker: WorkerOptions,
+    pub metadata_client: MetadataClientOptions,
+    pub metadata_server: MetadataServerOptions,
 }
 
 impl Default for Configuration {
@@ -74,7 +76,33 @@ impl Default for Configuration {
             ingress: IngressOptions::default(),
             admin: AdminOptions::default(),
             worker: WorkerOptions::default(),
+            metadata_client: MetadataClientOptions::default(),
+            metadata_server: MetadataServerOptions::default(),
         }
+    }
+}
+
+/// How a node reaches the metadata store when it is not (or not yet) a member leading it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetadataClientOptions {
+    /// Node ports of metadata members (`http://host:5122`). A node with nothing of its own to
+    /// start from joins the cluster through them.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetadataServerOptions {
+    /// A node with the metadata-server role that joins a cluster becomes a member of the
+    /// metadata group by itself; otherwise an operator adds it (`reprisectl metadata-server
+    /// add-node`).
+    pub auto_join: bool,
+}
+
+impl Default for MetadataServerOptions {
+    fn default() -> Self {
+        Self { auto_join: true }
     }
 }
 

@@ -68,6 +68,17 @@ impl Configuration {
         {
             bad("advertised-address", problem);
         }
+        for address in &self.metadata_client.addresses {
+            if let Err(problem) = check_advertised_address(address) {
+                bad("metadata-client.addresses", problem);
+            }
+        }
+        if self.metadata_client.addresses.len() > 64 {
+            bad(
+                "metadata-client.addresses",
+                "names more than 64 addresses".to_owned(),
+            );
+        }
         if !(1..=u32::from(u16::MAX)).contains(&self.default_num_partitions) {
             bad(
                 "default-num-partitions",

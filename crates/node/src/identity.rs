@@ -1,14 +1,15 @@
-//! Who this node is, kept in the local store so a restart finds itself. On its first start a
-//! node with `auto-provision` provisions a single-node cluster: it writes the cluster's node
-//! table with itself as node 1 and the identity record. Every later start checks that the data
-//! belongs to the configured cluster and records a new generation (`N1:1`, `N1:2`, …).
+//! Who this node is, kept in the local store so a restart finds itself. The cluster's node table
+//! lives in the metadata store (see `cluster.rs`); this record only remembers the node's name,
+//! cluster and plain id, and the generation of its last start, so that a node knows before the
+//! metadata store is reachable which member of it it is. What a start does follows from it
+//! ([`load`]): a directory without a record provisions a new cluster (with `auto-provision` and
+//! no other node to join) or joins one through `metadata-client.addresses`; a directory with a
+//! record is a restart, refused when it belongs to another cluster or node name.
 //!
-//! The node table lives here only until the metadata server exists; then it moves there and
-//! this module keeps just the identity record.
+//! Nodes of the first releases kept the node table here too; it is read once, to move it into
+//! the metadata store.
 
-use reprise_node_config::{
-    Configuration, MetadataServerState, NodesConfigError, NodesConfiguration, Role, WorkerState,
-};
+use reprise_node_config::{Configuration, NodesConfigError, NodesConfiguration, Role};
 use reprise_types::{GenerationalNodeId, MillisSinceEpoch};
 use serde::{Deserialize, Serialize};
 
@@ -51,10 +52,17 @@ pub enum IdentityError {
         configured: String,
     },
     #[error(
-        "no cluster has been provisioned in {dir} and `auto-provision` is false; set \
-         `auto-provision = true` to start a new single-node cluster"
+        "no cluster has been provisioned in {dir}, `auto-provision` is false and \
+         `metadata-client.addresses` names no node to join; set `auto-provision = true` to start \
+         a new single-node cluster, or name the nodes of the cluster to join"
     )]
     NotProvisioned { dir: String },
+    #[error(
+        "{dir} has no cluster yet and this node would provision one, but it lacks the \
+         metadata-server role; add `metadata-server` to `roles` or join an existing cluster \
+         through `metadata-client.addresses`"
+    )]
+    ProvisionWithoutMetadata { dir: String },
     #[error("the node table in {dir} is inconsistent with this node's identity: {source}")]
     Inconsistent {
         dir: String,
@@ -62,111 +70,88 @@ pub enum IdentityError {
     },
 }
 
-/// Loads this node's identity, provisioning a new cluster on first start, and records this
-/// start as a new generation. Returns the identity and the node table after the change.
-pub fn establish(
-    store: &LocalStore,
-    config: &Configuration,
-) -> Result<(NodeIdentity, NodesConfiguration), IdentityError> {
+/// What this start of the node is.
+#[derive(Debug)]
+pub enum Start {
+    /// No cluster anywhere: this node provisions one, as node 1.
+    Provision,
+    /// Nothing here, but other nodes to join through.
+    Join,
+    /// A restart. `legacy_nodes` is the node table an older release kept locally.
+    Known {
+        identity: NodeIdentity,
+        legacy_nodes: Option<NodesConfiguration>,
+    },
+}
+
+/// Reads what the local store remembers and decides what this start is.
+pub fn load(store: &LocalStore, config: &Configuration) -> Result<Start, IdentityError> {
     let dir = config.node_dir().display().to_string();
     let stored: Option<NodeIdentity> = store.get(IDENTITY_KEY)?;
-    let nodes: Option<NodesConfiguration> = store.get(NODES_CONFIG_KEY)?;
-    let inconsistent = |source| IdentityError::Inconsistent {
-        dir: dir.clone(),
-        source,
+    let Some(identity) = stored else {
+        let me = config.advertised_address();
+        let others = config
+            .metadata_client
+            .addresses
+            .iter()
+            .any(|address| address.trim_end_matches('/') != me.trim_end_matches('/'));
+        return if others {
+            Ok(Start::Join)
+        } else if !config.auto_provision {
+            Err(IdentityError::NotProvisioned { dir })
+        } else if !config.roles.contains(Role::MetadataServer) {
+            Err(IdentityError::ProvisionWithoutMetadata { dir })
+        } else {
+            Ok(Start::Provision)
+        };
     };
+    if identity.cluster_name != config.cluster_name {
+        return Err(IdentityError::ClusterMismatch {
+            dir,
+            stored: identity.cluster_name,
+            configured: config.cluster_name.clone(),
+        });
+    }
+    if identity.node_name != config.node_name {
+        return Err(IdentityError::NodeNameMismatch {
+            dir,
+            stored: identity.node_name,
+            configured: config.node_name.clone(),
+        });
+    }
+    let legacy_nodes: Option<NodesConfiguration> = store.get(NODES_CONFIG_KEY)?;
+    Ok(Start::Known {
+        identity,
+        legacy_nodes,
+    })
+}
 
-    let (mut nodes, provisioned_at) = match (stored, nodes) {
-        (Some(identity), Some(nodes)) => {
-            if identity.cluster_name != config.cluster_name {
-                return Err(IdentityError::ClusterMismatch {
-                    dir,
-                    stored: identity.cluster_name,
-                    configured: config.cluster_name.clone(),
-                });
-            }
-            if identity.node_name != config.node_name {
-                return Err(IdentityError::NodeNameMismatch {
-                    dir,
-                    stored: identity.node_name,
-                    configured: config.node_name.clone(),
-                });
-            }
-            (nodes, identity.provisioned_at)
-        }
-        (None, None) if config.auto_provision => {
-            let mut nodes = NodesConfiguration::new(&config.cluster_name);
-            nodes
-                .add_node(
-                    &config.node_name,
-                    config.advertised_address(),
-                    config.roles.clone(),
-                )
-                .map_err(inconsistent)?;
-            (nodes, MillisSinceEpoch::now())
-        }
-        (None, None) => return Err(IdentityError::NotProvisioned { dir }),
-        // One was written without the other: both are written in one batch, so this is damage.
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(inconsistent(NodesConfigError::UnknownName(
-                config.node_name.clone(),
-            )));
-        }
-    };
+/// Remembers this start's identity.
+pub fn save(store: &LocalStore, identity: &NodeIdentity) -> Result<(), IdentityError> {
+    store.put_all(&[(IDENTITY_KEY, identity)])?;
+    Ok(())
+}
 
-    let node_id = nodes
-        .register_start(
+/// The node table of a cluster this node is provisioning: itself as node 1, not started yet.
+pub fn first_nodes(config: &Configuration) -> Result<NodesConfiguration, IdentityError> {
+    let mut nodes = NodesConfiguration::new(&config.cluster_name);
+    nodes
+        .add_node(
             &config.node_name,
             config.advertised_address(),
             config.roles.clone(),
         )
-        .map_err(inconsistent)?;
-    // A single node is its own metadata quorum from the moment it provisions.
-    if config.roles.contains(Role::MetadataServer) {
-        let state = nodes
-            .get(node_id.id())
-            .map_err(inconsistent)?
-            .metadata_server_state();
-        if state == MetadataServerState::Provisioning {
-            nodes
-                .set_metadata_server_state(node_id.id(), MetadataServerState::Member)
-                .map_err(inconsistent)?;
-        }
-    }
-    let identity = NodeIdentity {
-        node_name: config.node_name.clone(),
-        cluster_name: config.cluster_name.clone(),
-        node_id,
-        provisioned_at,
-    };
-    store.put_all(&[(IDENTITY_KEY, &identity), (NODES_CONFIG_KEY, &nodes)])?;
-    Ok((identity, nodes))
-}
-
-/// Records that the worker role is up: a `provisioning` worker becomes `active`.
-pub fn activate_worker(
-    store: &LocalStore,
-    identity: &NodeIdentity,
-    nodes: &mut NodesConfiguration,
-) -> Result<(), IdentityError> {
-    let id = identity.node_id.id();
-    let inconsistent = |source| IdentityError::Inconsistent {
-        dir: String::from("the local store"),
-        source,
-    };
-    let current = nodes.get(id).map_err(inconsistent)?;
-    if current.roles.contains(Role::Worker) && current.worker_state() == WorkerState::Provisioning {
-        nodes
-            .set_worker_state(id, WorkerState::Active)
-            .map_err(inconsistent)?;
-        store.put_all(&[(NODES_CONFIG_KEY, nodes)])?;
-    }
-    Ok(())
+        .map_err(|source| IdentityError::Inconsistent {
+            dir: config.node_dir().display().to_string(),
+            source,
+        })?;
+    Ok(nodes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reprise_types::PlainNodeId;
 
     fn config(dir: &std::path::Path) -> Configuration {
         Configuration {
@@ -176,64 +161,81 @@ mod tests {
         }
     }
 
-    #[test]
-    fn first_start_provisions_and_restarts_bump_the_generation() {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let config = config(tmp.path());
-        let store = LocalStore::open(&config.node_dir()).expect("open");
-        let (first, nodes) = establish(&store, &config).expect("provision");
-        assert_eq!(first.node_id.to_string(), "N1:1");
-        assert_eq!(first.cluster_name, "localcluster");
-        let me = nodes.get(first.node_id.id()).expect("in the table");
-        assert_eq!(me.metadata_server_state(), MetadataServerState::Member);
-        assert_eq!(me.worker_state(), WorkerState::Provisioning);
-        store.close().expect("close");
-
-        let store = LocalStore::open(&config.node_dir()).expect("reopen");
-        let (second, mut nodes) = establish(&store, &config).expect("restart");
-        assert_eq!(second.node_id.to_string(), "N1:2");
-        assert_eq!(second.provisioned_at, first.provisioned_at);
-        activate_worker(&store, &second, &mut nodes).expect("activate");
-        assert_eq!(
-            nodes.get(second.node_id.id()).map(|n| n.worker_state()),
-            Ok(WorkerState::Active)
-        );
-        store.close().expect("close");
-
-        let store = LocalStore::open(&config.node_dir()).expect("reopen");
-        let (third, nodes) = establish(&store, &config).expect("restart");
-        assert_eq!(third.node_id.to_string(), "N1:3");
-        assert_eq!(
-            nodes.get(third.node_id.id()).map(|n| n.worker_state()),
-            Ok(WorkerState::Active),
-            "the activated worker state was persisted"
-        );
+    fn identity(config: &Configuration) -> NodeIdentity {
+        NodeIdentity {
+            node_name: config.node_name.clone(),
+            cluster_name: config.cluster_name.clone(),
+            node_id: PlainNodeId::MIN.with_generation(1),
+            provisioned_at: MillisSinceEpoch::now(),
+        }
     }
 
     #[test]
-    fn data_of_another_cluster_is_refused() {
+    fn a_fresh_directory_provisions_or_joins_and_a_saved_one_restarts() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut config = config(tmp.path());
         let store = LocalStore::open(&config.node_dir()).expect("open");
-        establish(&store, &config).expect("provision");
+        assert!(matches!(load(&store, &config), Ok(Start::Provision)));
+        config.metadata_client.addresses = vec!["http://127.0.0.9:5122".into()];
+        assert!(matches!(load(&store, &config), Ok(Start::Join)));
+        // Its own address alone is nothing to join.
+        config.metadata_client.addresses = vec![config.advertised_address()];
+        assert!(matches!(load(&store, &config), Ok(Start::Provision)));
+        let me = identity(&config);
+        save(&store, &me).expect("save");
+        match load(&store, &config) {
+            Ok(Start::Known {
+                identity,
+                legacy_nodes: None,
+            }) => assert_eq!(identity, me),
+            other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_of_another_cluster_or_node_is_refused() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut config = config(tmp.path());
+        let store = LocalStore::open(&config.node_dir()).expect("open");
+        save(&store, &identity(&config)).expect("save");
         config.cluster_name = "other".into();
-        let err = establish(&store, &config).expect_err("cluster mismatch");
+        let err = load(&store, &config).expect_err("cluster mismatch");
         assert!(
             matches!(err, IdentityError::ClusterMismatch { .. }),
             "{err}"
         );
         assert!(err.to_string().contains("`localcluster`"), "{err}");
+        config.cluster_name = "localcluster".into();
+        config.node_name = "n2".into();
+        let err = load(&store, &config).expect_err("name mismatch");
+        assert!(
+            matches!(err, IdentityError::NodeNameMismatch { .. }),
+            "{err}"
+        );
     }
 
     #[test]
-    fn without_auto_provision_a_fresh_directory_is_refused() {
+    fn without_auto_provision_or_the_metadata_role_a_fresh_directory_is_refused() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let config = Configuration {
             auto_provision: false,
             ..config(tmp.path())
         };
         let store = LocalStore::open(&config.node_dir()).expect("open");
-        let err = establish(&store, &config).expect_err("nothing provisioned");
+        let err = load(&store, &config).expect_err("nothing provisioned");
         assert!(matches!(err, IdentityError::NotProvisioned { .. }), "{err}");
+        let config = Configuration {
+            roles: [Role::Worker].into_iter().collect(),
+            ..config
+        };
+        let config = Configuration {
+            auto_provision: true,
+            ..config
+        };
+        let err = load(&store, &config).expect_err("cannot provision");
+        assert!(
+            matches!(err, IdentityError::ProvisionWithoutMetadata { .. }),
+            "{err}"
+        );
     }
 }

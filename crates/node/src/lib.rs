@@ -7,34 +7,42 @@
 //!
 //! It does not parse arguments, handle signals or set up logging: that is the server binary's.
 
+mod cluster;
 mod data_dir;
 mod health;
 mod http_server;
 mod identity;
 mod listeners;
 mod local_store;
+mod node_service;
 
 use std::time::Duration;
 
 use reprise_admin::{AdminHandle, AdminState};
 use reprise_ingress::{IngressHandle, IngressState};
-use reprise_metadata_server::{MetadataError, MetadataServer, MetadataServerOptions};
-use reprise_node_config::{Configuration, Role};
+use reprise_metadata_server::{
+    MetadataClient, MetadataError, MetadataServer, MetadataServerOptions, MetadataSlot,
+};
+use reprise_net::{ConnectionOptions, Connections, NetIdentity, RaftGroups};
+use reprise_node_config::{Configuration, MetadataServerState, Role, WorkerState};
 use reprise_partition_processor::Retention;
 use reprise_schema::{SchemaStore, SchemaView};
 use reprise_service_client::{ServiceClient, ServiceClientOptions};
+use reprise_types::{MillisSinceEpoch, PlainNodeId};
 use reprise_worker::{Worker, WorkerError, WorkerOptions};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use cluster::ClusterError;
 pub use data_dir::{DataDir, DataDirError};
 pub use health::{Health, NodeStatus};
 pub use identity::{IdentityError, NodeIdentity};
 pub use listeners::{BindError, BoundAddresses, ListenerKind};
 pub use local_store::{LocalStore, StoreError};
 
+use identity::Start;
 use listeners::BoundListener;
 
 /// How long a start waits for this node to lead its partitions.
@@ -70,6 +78,8 @@ pub enum NodeError {
     ServiceClient(std::io::Error),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A node that has claimed its directory and bound its ports, ready to [`run`](Node::run).
@@ -85,17 +95,16 @@ impl Node {
     /// Locks the node directory and binds every listener. Touches no data besides the lock
     /// file, so a node that fails here leaves its directory as it was.
     pub fn build(config: Configuration) -> Result<Node, NodeError> {
-        for (role, needs) in [
-            (Role::Admin, Role::MetadataServer),
-            (Role::Worker, Role::MetadataServer),
-            (Role::Ingress, Role::Worker),
-        ] {
-            if config.roles.contains(role) && !config.roles.contains(needs) {
-                return Err(NodeError::Unsupported(format!(
-                    "the {role} role needs the {needs} role on the same node: clusters of \
-                     several nodes are not supported yet; add `{needs}` to `roles`"
-                )));
-            }
+        // The ingress hands calls to partitions of its own node until calls are forwarded
+        // between nodes (the partitions-across-the-cluster issue).
+        if config.roles.contains(Role::Ingress) && !config.roles.contains(Role::Worker) {
+            return Err(NodeError::Unsupported(format!(
+                "the {} role needs the {} role on the same node: calls are not forwarded \
+                 between nodes yet; add `{}` to `roles`",
+                Role::Ingress,
+                Role::Worker,
+                Role::Worker
+            )));
         }
         // Before any store is opened: every one of them draws on this budget.
         let budget =
@@ -145,11 +154,16 @@ impl Node {
         let stop_control = CancellationToken::new();
         let admin = AdminHandle::default();
         let ingress = IngressHandle::default();
+        let net = Net::new(&config, &health);
         let mut ingress_tasks = JoinSet::new();
         let mut control_tasks = JoinSet::new();
         for BoundListener { kind, listener } in listeners {
             let (router, stop, tasks) = match kind {
-                ListenerKind::Node => (health.router("/health"), &stop_control, &mut control_tasks),
+                ListenerKind::Node => (
+                    health.router("/health").merge(net.router()),
+                    &stop_control,
+                    &mut control_tasks,
+                ),
                 ListenerKind::Admin => (
                     reprise_admin::HEALTH_PATHS
                         .iter()
@@ -196,11 +210,21 @@ impl Node {
         );
 
         let startup = match open_storage(config.clone()).await {
-            Ok((store, identity)) => {
+            Ok((store, start)) => {
                 // What the admin API's `/version` names as the ingress endpoint.
                 let ingress_endpoint = addresses.ingress.map(|addr| format!("http://{addr}/"));
-                match start_roles(&config, &identity, &admin, &ingress, ingress_endpoint).await {
-                    Ok(roles) => Ok((store, identity, roles)),
+                let started = start_roles(
+                    &config,
+                    &store,
+                    start,
+                    &net,
+                    &admin,
+                    &ingress,
+                    ingress_endpoint,
+                )
+                .await;
+                match started {
+                    Ok((identity, roles)) => Ok((store, identity, roles)),
                     Err(err) => {
                         close_store(store).await;
                         Err(err)
@@ -260,6 +284,7 @@ impl Node {
             worker.shutdown().await;
         }
 
+        net.groups.remove(reprise_metadata_server::GROUP);
         if let Some(metadata) = metadata
             && let Err(err) = metadata.shutdown().await
         {
@@ -288,38 +313,163 @@ struct Roles {
     worker: Option<Worker>,
 }
 
-/// Starts the roles that need storage: the metadata server (provisioning a one-member group on
-/// a new cluster, then waiting for it to lead), the worker's partitions (waiting until this node
-/// leads them, so the node is ready only when it can serve), and the admin and ingress APIs on
-/// top of them.
+/// The node channel's state: who this node is on it, its connections to peers, the raft groups
+/// and metadata member it delivers traffic to. The services exist from the first moment the
+/// node port is served; they answer `unavailable` until what they need has started.
+struct Net {
+    identity: NetIdentity,
+    connections: Connections,
+    groups: RaftGroups,
+    metadata: MetadataSlot,
+    health: Health,
+    name: String,
+    address: String,
+    roles: Vec<String>,
+}
+
+impl Net {
+    fn new(config: &Configuration, health: &Health) -> Self {
+        let identity = NetIdentity::new(config.cluster_name.clone());
+        Self {
+            connections: Connections::new(identity.clone(), ConnectionOptions::default()),
+            identity,
+            groups: RaftGroups::default(),
+            metadata: MetadataSlot::default(),
+            health: health.clone(),
+            name: config.node_name.clone(),
+            address: config.advertised_address(),
+            roles: config.roles.iter().map(|role| role.to_string()).collect(),
+        }
+    }
+
+    /// The gRPC services of the node port.
+    fn router(&self) -> axum::Router {
+        tonic::service::Routes::new(reprise_net::raft_service(
+            self.identity.clone(),
+            self.groups.clone(),
+        ))
+        .add_service(reprise_metadata_server::metadata_service(
+            self.identity.clone(),
+            self.metadata.clone(),
+        ))
+        .add_service(node_service::node_service(node_service::NodeService {
+            identity: self.identity.clone(),
+            health: self.health.clone(),
+            name: self.name.clone(),
+            address: self.address.clone(),
+            roles: self.roles.clone(),
+        }))
+        .into_axum_router()
+    }
+}
+
+/// Starts the roles that need storage, in the order a cluster needs them: the node's place in
+/// the cluster (provisioning a new one, joining one, or restarting as a known node), the
+/// metadata member and the node's entry in the node table, the worker's partitions (waiting
+/// until this node leads them, so the node is ready only when it can serve), and the admin
+/// and ingress APIs on top of them.
 async fn start_roles(
     config: &Configuration,
-    identity: &NodeIdentity,
+    store: &LocalStore,
+    start: Start,
+    net: &Net,
     admin: &AdminHandle,
     ingress: &IngressHandle,
     ingress_endpoint: Option<String>,
-) -> Result<Roles, NodeError> {
-    if !config.roles.contains(Role::MetadataServer) {
-        return Ok(Roles {
-            metadata: None,
-            worker: None,
-        });
-    }
-    let member_id = u64::from(identity.node_id.id().as_u32());
-    let metadata = MetadataServer::start(MetadataServerOptions {
-        node_dir: config.node_dir(),
-        member_id,
-        address: config.advertised_address(),
-        cluster_name: config.cluster_name.clone(),
-    })
-    .await?;
+) -> Result<(NodeIdentity, Roles), NodeError> {
+    let address = config.advertised_address();
+    let peers = config.metadata_client.addresses.clone();
+    let remote = || MetadataClient::remote(net.connections.clone(), peers.clone());
+    let provisioning = matches!(start, Start::Provision);
+
+    // The plain id comes first: it is the node's member id in the metadata group.
+    let (plain_id, legacy_nodes, joined) = match start {
+        Start::Provision => (PlainNodeId::MIN, None, None),
+        Start::Known {
+            identity,
+            legacy_nodes,
+        } => (identity.node_id.id(), legacy_nodes, None),
+        Start::Join => {
+            info!(through = ?peers, "joining the cluster");
+            let client = remote();
+            let (me, _) = until_available(|| {
+                cluster::register_start(&client, &config.node_name, &address, &config.roles)
+            })
+            .await?;
+            info!(node_id = %me, "joined the cluster");
+            (me.id(), None, Some(me))
+        }
+    };
+
+    let metadata = if config.roles.contains(Role::MetadataServer) {
+        let server = MetadataServer::start(MetadataServerOptions {
+            node_dir: config.node_dir(),
+            member_id: u64::from(plain_id.as_u32()),
+            address: address.clone(),
+            cluster_name: config.cluster_name.clone(),
+            connections: net.connections.clone(),
+            peers: peers.clone(),
+            slot: net.metadata.clone(),
+        })
+        .await?;
+        net.groups
+            .register(reprise_metadata_server::GROUP, server.raft_endpoint());
+        Some(server)
+    } else {
+        None
+    };
     let mut worker = None;
     let started = async {
-        metadata.provision_single_member().await?;
-        metadata.client().wait_for_leader().await?;
+        let client = match &metadata {
+            Some(server) => {
+                if provisioning {
+                    server.provision_single_member().await?;
+                    server.wait_for_leader().await?;
+                }
+                server.client()
+            }
+            None => remote(),
+        };
+        if provisioning {
+            cluster::provision(
+                &client,
+                &identity::first_nodes(config)?,
+                MillisSinceEpoch::now(),
+            )
+            .await?;
+        }
+        if let Some(legacy) = legacy_nodes
+            && cluster::load(&client).await?.is_none()
+        {
+            info!("moving the node table from the local store into the metadata store");
+            cluster::provision(&client, &legacy, MillisSinceEpoch::now()).await?;
+        }
+        let me = match joined {
+            Some(me) => me,
+            // A restarting member may have to wait for the others to form a quorum again.
+            None => {
+                until_available(|| {
+                    cluster::register_start(&client, &config.node_name, &address, &config.roles)
+                })
+                .await?
+                .0
+            }
+        };
+        net.identity.set_me(me);
+        let identity = NodeIdentity {
+            node_name: config.node_name.clone(),
+            cluster_name: config.cluster_name.clone(),
+            node_id: me,
+            provisioned_at: cluster::provisioned_at(&client, &config.cluster_name).await?,
+        };
+        tokio::task::block_in_place(|| identity::save(store, &identity))?;
+
+        if metadata.is_some() {
+            join_metadata_group(config, &client, me.id(), &address, provisioning).await?;
+        }
         let service_client = ServiceClient::new(ServiceClientOptions::default())
             .map_err(NodeError::ServiceClient)?;
-        let schema = SchemaStore::new(metadata.client());
+        let schema = SchemaStore::new(client.clone());
         let view = SchemaView::new(schema.clone());
         // What a completed invocation keeps when its manifest declares nothing.
         let default_retention = Retention {
@@ -330,8 +480,8 @@ async fn start_roles(
             let started = Worker::start(
                 WorkerOptions {
                     node_dir: config.node_dir(),
-                    member_id,
-                    address: config.advertised_address(),
+                    member_id: u64::from(me.id().as_u32()),
+                    address: address.clone(),
                     cluster_name: config.cluster_name.clone(),
                     num_partitions: config.default_num_partitions,
                     timers_in_memory: usize::try_from(config.worker.num_timers_in_memory_limit)
@@ -342,7 +492,7 @@ async fn start_roles(
                         default_retention,
                     ),
                 },
-                &metadata.client(),
+                &client,
                 view.clone(),
                 service_client.clone(),
             )
@@ -351,6 +501,14 @@ async fn start_roles(
             let handle = started.handle();
             worker = Some(started);
             serving?;
+            // The worker is up: a `provisioning` worker becomes `active`.
+            cluster::update(&client, "activating the worker", |nodes| {
+                if nodes.get(me.id())?.worker_state() == WorkerState::Provisioning {
+                    nodes.set_worker_state(me.id(), WorkerState::Active)?;
+                }
+                Ok(())
+            })
+            .await?;
             if config.roles.contains(Role::Ingress) {
                 ingress.set(IngressState {
                     worker: handle,
@@ -371,23 +529,82 @@ async fn start_roles(
                     .map(|w| reprise_query::QueryEngine::new(w.handle().store(), view.clone())),
             });
         }
-        Ok::<_, NodeError>(())
+        Ok::<_, NodeError>(identity)
     };
     match started.await {
-        Ok(()) => Ok(Roles {
-            metadata: Some(metadata),
-            worker,
-        }),
+        Ok(identity) => Ok((identity, Roles { metadata, worker })),
         Err(err) => {
             if let Some(worker) = worker {
                 worker.shutdown().await;
             }
-            if let Err(stop_err) = metadata.shutdown().await {
+            net.groups.remove(reprise_metadata_server::GROUP);
+            if let Some(metadata) = metadata
+                && let Err(stop_err) = metadata.shutdown().await
+            {
                 warn!(%stop_err, "stopping the metadata server after a failed start");
             }
             Err(err)
         }
     }
+}
+
+/// How long a start waits for the metadata store to become available (the other members of a
+/// restarting cluster coming back, the node to join starting).
+const METADATA_START_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `call` until it succeeds or fails for another reason than the metadata store being
+/// unavailable, for at most [`METADATA_START_WAIT`].
+async fn until_available<T, F, Fut>(mut call: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let deadline = Instant::now() + METADATA_START_WAIT;
+    loop {
+        match call().await {
+            Err(ClusterError::Metadata(MetadataError::Unavailable(reason)))
+                if Instant::now() < deadline =>
+            {
+                info!(%reason, "waiting for the metadata store");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Makes this node's metadata member a voting member of the group: the provisioning node is one
+/// from the start; a joining node with `metadata-server.auto-join` asks the leader to add it
+/// (which brings it up to date first). The node table records the outcome.
+async fn join_metadata_group(
+    config: &Configuration,
+    client: &MetadataClient,
+    id: PlainNodeId,
+    address: &str,
+    provisioning: bool,
+) -> Result<(), NodeError> {
+    let (state, _) = cluster::update(client, "the metadata member's state", |nodes| {
+        let state = nodes.get(id)?.metadata_server_state();
+        if state == MetadataServerState::Standby && config.metadata_server.auto_join {
+            nodes.set_metadata_server_state(id, MetadataServerState::Provisioning)?;
+            return Ok(MetadataServerState::Provisioning);
+        }
+        Ok(state)
+    })
+    .await?;
+    if state != MetadataServerState::Provisioning {
+        return Ok(());
+    }
+    if !provisioning {
+        info!(node_id = %id, "joining the metadata group");
+        client.add_member(u64::from(id.as_u32()), address).await?;
+    }
+    cluster::update(client, "the metadata member's state", |nodes| {
+        nodes.set_metadata_server_state(id, MetadataServerState::Member)?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 async fn close_store(store: LocalStore) {
@@ -398,16 +615,13 @@ async fn close_store(store: LocalStore) {
     }
 }
 
-/// Opens the local store and establishes this node's identity. Blocking IO, so it runs off the
-/// async workers; a failure closes whatever was opened.
-async fn open_storage(config: Configuration) -> Result<(LocalStore, NodeIdentity), NodeError> {
+/// Opens the local store and reads what this start is. Blocking IO, so it runs off the async
+/// workers; a failure closes whatever was opened.
+async fn open_storage(config: Configuration) -> Result<(LocalStore, Start), NodeError> {
     let task = tokio::task::spawn_blocking(move || {
         let store = LocalStore::open(&config.node_dir())?;
-        let established = identity::establish(&store, &config).and_then(|(me, mut nodes)| {
-            identity::activate_worker(&store, &me, &mut nodes).map(|()| me)
-        });
-        match established {
-            Ok(me) => Ok((store, me)),
+        match identity::load(&store, &config) {
+            Ok(start) => Ok((store, start)),
             Err(err) => {
                 if let Err(close_err) = store.close() {
                     warn!(%close_err, "closing the local store after a failed start");

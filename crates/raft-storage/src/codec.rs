@@ -91,7 +91,7 @@ pub fn log_id_from_proto(log_id: proto::LogId) -> Result<LogId<u64>, DecodeError
     ))
 }
 
-fn maybe_log_id_from_proto(
+pub(crate) fn maybe_log_id_from_proto(
     log_id: Option<proto::LogId>,
 ) -> Result<Option<LogId<u64>>, DecodeError> {
     log_id.map(log_id_from_proto).transpose()
@@ -109,16 +109,22 @@ pub fn decode_maybe_log_id(bytes: &[u8]) -> Result<Option<LogId<u64>>, DecodeErr
     maybe_log_id_from_proto(proto::MaybeLogId::decode(bytes)?.log_id)
 }
 
-pub fn encode_vote(vote: &Vote<u64>) -> Vec<u8> {
+pub(crate) fn vote_to_proto(vote: &Vote<u64>) -> proto::Vote {
     proto::Vote {
         leader_id: Some(leader_to_proto(vote.leader_id.term, vote.leader_id.node_id)),
         committed: vote.committed,
     }
-    .encode_to_vec()
+}
+
+pub fn encode_vote(vote: &Vote<u64>) -> Vec<u8> {
+    vote_to_proto(vote).encode_to_vec()
 }
 
 pub fn decode_vote(bytes: &[u8]) -> Result<Vote<u64>, DecodeError> {
-    let vote = proto::Vote::decode(bytes)?;
+    vote_from_proto(proto::Vote::decode(bytes)?)
+}
+
+pub(crate) fn vote_from_proto(vote: proto::Vote) -> Result<Vote<u64>, DecodeError> {
     let leader = vote
         .leader_id
         .ok_or_else(|| DecodeError::missing("a vote's leader"))?;

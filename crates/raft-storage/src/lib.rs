@@ -12,6 +12,7 @@
 pub mod codec;
 mod log_store;
 mod network;
+pub mod rpc;
 mod snapshot;
 
 pub use codec::{DecodeError, GroupTypes, PayloadCodec};

@@ -50,6 +50,11 @@ pub enum WorkerError {
     Partition(#[from] reprise_partition_processor::PartitionError),
     #[error("no partition owns key {0}: the partition table is incomplete")]
     NoPartition(PartitionKey),
+    #[error(
+        "partition {partition} runs on node N{node}, and calls are not forwarded between nodes \
+         yet: send it to that node's ingress"
+    )]
+    Elsewhere { partition: PartitionId, node: u32 },
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error("the worker stopped before the invocation completed")]
@@ -99,7 +104,8 @@ impl Worker {
         schema: SchemaView,
         client: ServiceClient,
     ) -> Result<Self, WorkerError> {
-        let table = PartitionTable::load_or_create(metadata, options.num_partitions).await?;
+        let me = u32::try_from(options.member_id).unwrap_or(0);
+        let table = PartitionTable::load_or_create(metadata, options.num_partitions, me).await?;
         if table.partitions.len() != options.num_partitions as usize {
             info!(
                 partitions = table.partitions.len(),
@@ -123,7 +129,9 @@ impl Worker {
         let mut partitions = Vec::with_capacity(table.partitions.len());
         let mut handles = HashMap::new();
         let mut actuators = Vec::new();
-        for entry in &table.partitions {
+        // Each partition has one copy, on the node the table places it on: a node that joins
+        // never starts a second one (that would be two leaders of one partition).
+        for entry in table.partitions.iter().filter(|entry| entry.runs_on(me)) {
             let started = Partition::start(PartitionOptions {
                 id: entry.id,
                 range: entry.start..=entry.end,

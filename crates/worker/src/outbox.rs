@@ -44,10 +44,13 @@ pub(crate) struct Router {
 
 impl Router {
     pub(crate) fn partition(&self, key: PartitionKey) -> Result<&PartitionHandle, WorkerError> {
-        self.table
-            .find(key)
-            .and_then(|entry| self.partitions.get(&entry.id))
-            .ok_or(WorkerError::NoPartition(key))
+        let entry = self.table.find(key).ok_or(WorkerError::NoPartition(key))?;
+        self.partitions
+            .get(&entry.id)
+            .ok_or(WorkerError::Elsewhere {
+                partition: entry.id,
+                node: if entry.node == 0 { 1 } else { entry.node },
+            })
     }
 
     /// Proposes `record` to the partition owning `key` and waits until it is applied.

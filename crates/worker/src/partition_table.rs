@@ -15,6 +15,18 @@ pub struct PartitionEntry {
     pub start: PartitionKey,
     /// Last key of the range (inclusive).
     pub end: PartitionKey,
+    /// The plain id of the node that runs the partition's one copy (0 in tables written
+    /// before placement existed, which only single nodes, node 1, wrote).
+    #[serde(default)]
+    pub node: u32,
+}
+
+impl PartitionEntry {
+    /// Whether the node with plain id `node` runs this partition.
+    pub fn runs_on(&self, node: u32) -> bool {
+        let placed = if self.node == 0 { 1 } else { self.node };
+        placed == node
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +49,8 @@ struct StoredEntry {
     start: u64,
     #[prost(uint64, tag = "3")]
     end: u64,
+    #[prost(uint32, tag = "4")]
+    node: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +66,8 @@ pub enum PartitionTableError {
 impl PartitionTable {
     pub const KEY: &'static str = "partition-table";
 
-    /// `count` partitions with equal ranges covering every key.
-    pub fn even(count: u32) -> Result<Self, PartitionTableError> {
+    /// `count` partitions with equal ranges covering every key, all placed on node `node`.
+    pub fn even(count: u32, node: u32) -> Result<Self, PartitionTableError> {
         let count16 = u16::try_from(count)
             .ok()
             .filter(|c| *c > 0)
@@ -71,6 +85,7 @@ impl PartitionTable {
                     id: PartitionId::new(i),
                     start: PartitionKey::new(start),
                     end: PartitionKey::new(end),
+                    node,
                 }
             })
             .collect();
@@ -87,6 +102,7 @@ impl PartitionTable {
                     id: u32::from(p.id.as_u16()),
                     start: p.start.as_u64(),
                     end: p.end.as_u64(),
+                    node: p.node,
                 })
                 .collect(),
         }
@@ -111,6 +127,7 @@ impl PartitionTable {
                         id: PartitionId::new(id),
                         start: PartitionKey::new(entry.start),
                         end: PartitionKey::new(entry.end),
+                        node: entry.node,
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -148,15 +165,17 @@ impl PartitionTable {
             .filter(|p| key <= p.end)
     }
 
-    /// The stored table, or a new one with `count` partitions when the cluster has none yet.
+    /// The stored table, or a new one with `count` partitions, all on node `node`, when the
+    /// cluster has none yet.
     pub async fn load_or_create(
         metadata: &MetadataClient,
         count: u32,
+        node: u32,
     ) -> Result<Self, PartitionTableError> {
         if let Some(stored) = metadata.get(Self::KEY).await? {
             return Self::decode(&stored.value).map_err(PartitionTableError::Corrupt);
         }
-        let table = Self::even(count)?;
+        let table = Self::even(count, node)?;
         match metadata
             .put(
                 Self::KEY,
@@ -168,7 +187,7 @@ impl PartitionTable {
             Ok(_) => Ok(table),
             // Somebody else created it first: theirs is the table.
             Err(MetadataError::PreconditionFailed { .. }) => {
-                Box::pin(Self::load_or_create(metadata, count)).await
+                Box::pin(Self::load_or_create(metadata, count, node)).await
             }
             Err(err) => Err(err.into()),
         }
@@ -182,7 +201,7 @@ mod tests {
     #[test]
     fn even_ranges_cover_every_key_exactly_once() {
         for count in [1, 2, 3, 24, 1000] {
-            let table = PartitionTable::even(count).expect("table");
+            let table = PartitionTable::even(count, 1).expect("table");
             assert_eq!(table.partitions.len(), count as usize);
             assert_eq!(table.partitions[0].start, PartitionKey::MIN);
             assert_eq!(
@@ -198,13 +217,13 @@ mod tests {
                 assert!(found.start <= key && key <= found.end);
             }
         }
-        assert!(PartitionTable::even(0).is_err());
-        assert!(PartitionTable::even(70_000).is_err());
+        assert!(PartitionTable::even(0, 1).is_err());
+        assert!(PartitionTable::even(70_000, 1).is_err());
     }
 
     #[test]
     fn a_table_decodes_to_what_was_encoded_and_a_json_one_still_reads() {
-        let table = PartitionTable::even(24).expect("table");
+        let table = PartitionTable::even(24, 1).expect("table");
         assert_eq!(PartitionTable::decode(&table.encode()), Ok(table.clone()));
         let json = serde_json::to_vec(&table).expect("json");
         assert_eq!(PartitionTable::decode(&json), Ok(table));
@@ -212,7 +231,12 @@ mod tests {
 
     #[test]
     fn a_table_with_gaps_overlaps_or_bad_ids_is_refused() {
-        let entry = |id, start, end| StoredEntry { id, start, end };
+        let entry = |id, start, end| StoredEntry {
+            id,
+            start,
+            end,
+            node: 1,
+        };
         let cases = [
             (vec![entry(0, 0, 10)], "cover every"),
             (

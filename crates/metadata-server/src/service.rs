@@ -1,0 +1,276 @@
+//! The metadata store on the node channel: the `Metadata` gRPC service, answered by this node's
+//! member. Only the leader answers reads and writes (a read confirms leadership first, so it is
+//! linearizable); a follower answers `NotLeader` with the leader's address, which the caller's
+//! [`MetadataClient`](crate::MetadataClient) follows. Until the member has started, the
+//! service answers `Unavailable`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use reprise_net::proto::metadata_server::{Metadata, MetadataServer as MetadataGrpc};
+use reprise_net::proto::{
+    AddMemberRequest, AddMemberResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
+    MembersRequest, MembersResponse, PutRequest, PutResponse, RemoveMemberRequest,
+    RemoveMemberResponse,
+};
+use reprise_net::{MAX_MESSAGE_SIZE, NetError, NetIdentity};
+use tonic::{Request, Response, Status};
+
+use crate::client::{Local, Member, Members, precondition_from_proto};
+use crate::types::{Command, CommandResponse};
+use crate::{MAX_VALUE_SIZE, proto_members};
+
+/// Where the service finds the node's member once it runs. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MetadataSlot {
+    local: Arc<RwLock<Option<Local>>>,
+}
+
+impl MetadataSlot {
+    pub(crate) fn set(&self, local: Option<Local>) {
+        *self.local.write().unwrap_or_else(|p| p.into_inner()) = local;
+    }
+
+    fn get(&self) -> Result<Local, NetError> {
+        self.local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| NetError::Unavailable("this node runs no metadata member (yet)".into()))
+    }
+}
+
+/// The gRPC service of this node's metadata member.
+pub fn metadata_service(identity: NetIdentity, slot: MetadataSlot) -> MetadataGrpc<impl Metadata> {
+    MetadataGrpc::new(Service { identity, slot })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+struct Service {
+    identity: NetIdentity,
+    slot: MetadataSlot,
+}
+
+impl Service {
+    fn accept(&self, header: Option<&reprise_net::Header>, what: &str) -> Result<Local, NetError> {
+        self.identity.check(header, what)?;
+        self.slot.get()
+    }
+}
+
+impl Local {
+    fn leader_address(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.addr.clone())
+    }
+
+    fn not_leader(&self) -> NetError {
+        NetError::NotLeader {
+            leader: self.leader_address(),
+        }
+    }
+
+    async fn apply(&self, command: Command) -> Result<CommandResponse, NetError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_leader())
+            }
+            Err(err) => Err(NetError::Unavailable(err.to_string())),
+        }
+    }
+
+    pub(crate) fn members(&self) -> Members {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        Members {
+            members: membership
+                .nodes()
+                .map(|(id, node)| Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            leader: metrics.current_leader,
+        }
+    }
+
+    fn ensure_leader(&self) -> Result<(), NetError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader == Some(metrics.id) {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    pub(crate) async fn add_member(&self, id: u64, address: &str) -> Result<(), NetError> {
+        self.ensure_leader()?;
+        let node = BasicNode {
+            addr: address.to_owned(),
+        };
+        let change = |err: &dyn std::fmt::Display| {
+            NetError::Unavailable(format!("adding N{id} to the metadata group: {err}"))
+        };
+        if !self.members().members.iter().any(|m| m.id == id && m.voter) {
+            self.raft
+                .add_learner(id, node, true)
+                .await
+                .map_err(|err| change(&err))?;
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|err| change(&err))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove_member(&self, id: u64) -> Result<(), NetError> {
+        self.ensure_leader()?;
+        let members = self.members();
+        let voters: Vec<u64> = members
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        if !members.members.iter().any(|m| m.id == id) {
+            return Err(NetError::BadRequest(format!(
+                "N{id} is not a member of the metadata group"
+            )));
+        }
+        if voters == [id] {
+            return Err(NetError::BadRequest(format!(
+                "N{id} is the last member of the metadata group and cannot be removed"
+            )));
+        }
+        let change = |err: &dyn std::fmt::Display| {
+            NetError::Unavailable(format!("removing N{id} from the metadata group: {err}"))
+        };
+        let ids = BTreeSet::from([id]);
+        if voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|err| change(&err))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|err| change(&err))?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Metadata for Service {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata get")?;
+        match local.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                return Err(local.not_leader().into());
+            }
+            Err(err) => return Err(NetError::Unavailable(err.to_string()).into()),
+        }
+        Ok(Response::new(match local.shared.get(&request.key) {
+            Some(value) => GetResponse {
+                found: true,
+                version: value.version,
+                value: value.value,
+            },
+            None => GetResponse::default(),
+        }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata put")?;
+        if request.value.len() > MAX_VALUE_SIZE {
+            return Err(NetError::BadRequest(format!(
+                "a metadata value may be at most {MAX_VALUE_SIZE} bytes; `{}` has {}",
+                request.key,
+                request.value.len()
+            ))
+            .into());
+        }
+        let command = Command::Put {
+            key: request.key,
+            value: request.value,
+            precondition: precondition_from_proto(request.precondition)?,
+        };
+        match local.apply(command).await? {
+            CommandResponse::Applied {
+                version: Some(version),
+            } => Ok(Response::new(PutResponse { version })),
+            CommandResponse::PreconditionFailed { current } => {
+                Err(NetError::PreconditionFailed { current }.into())
+            }
+            other => Err(NetError::Internal(format!("unexpected {other:?} to a put")).into()),
+        }
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata delete")?;
+        let command = Command::Delete {
+            key: request.key,
+            precondition: precondition_from_proto(request.precondition)?,
+        };
+        match local.apply(command).await? {
+            CommandResponse::Applied { version: None } => Ok(Response::new(DeleteResponse {})),
+            CommandResponse::PreconditionFailed { current } => {
+                Err(NetError::PreconditionFailed { current }.into())
+            }
+            other => Err(NetError::Internal(format!("unexpected {other:?} to a delete")).into()),
+        }
+    }
+
+    async fn members(
+        &self,
+        request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata members")?;
+        Ok(Response::new(proto_members(&local.members())))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<AddMemberResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata add-member")?;
+        if request.id == 0 {
+            return Err(NetError::BadRequest("node ids start at 1".into()).into());
+        }
+        local
+            .add_member(u64::from(request.id), &request.address)
+            .await?;
+        Ok(Response::new(AddMemberResponse {}))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata remove-member")?;
+        local.remove_member(u64::from(request.id)).await?;
+        Ok(Response::new(RemoveMemberResponse {}))
+    }
+}
