@@ -262,7 +262,14 @@ impl Local {
             return Ok(Err(Route::Anywhere));
         }
         self.wait_for_leader().await?;
-        match self.raft.client_write(command).await {
+        let write = tokio::time::timeout(LEADER_WAIT, self.raft.client_write(command));
+        let Ok(written) = write.await else {
+            return Err(MetadataError::Unavailable(format!(
+                "the write was not committed within {LEADER_WAIT:?}: a majority of the metadata \
+                 members is not reachable (it applies if they come back)"
+            )));
+        };
+        match written {
             Ok(response) => Ok(Ok(response.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Ok(Err(match forward.leader_node {

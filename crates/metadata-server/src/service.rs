@@ -79,7 +79,15 @@ impl Local {
     }
 
     async fn apply(&self, command: Command) -> Result<CommandResponse, NetError> {
-        match self.raft.client_write(command).await {
+        let write = tokio::time::timeout(crate::LEADER_WAIT, self.raft.client_write(command));
+        let Ok(written) = write.await else {
+            return Err(NetError::Unavailable(format!(
+                "the write was not committed within {:?}: a majority of the metadata members \
+                 is not reachable (it applies if they come back)",
+                crate::LEADER_WAIT
+            )));
+        };
+        match written {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(self.not_leader())

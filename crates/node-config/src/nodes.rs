@@ -97,6 +97,16 @@ macro_rules! display_as_serde_name {
 display_as_serde_name!(WorkerState { Provisioning => "provisioning", Active => "active", Draining => "draining", Disabled => "disabled" });
 display_as_serde_name!(MetadataServerState { Standby => "standby", Provisioning => "provisioning", Member => "member" });
 
+/// The states a transition may go to, as an error lists them.
+fn allowed<T: fmt::Display>(states: impl Iterator<Item = T>) -> String {
+    let states: Vec<String> = states.map(|state| format!("`{state}`")).collect();
+    if states.is_empty() {
+        "nothing else".to_owned()
+    } else {
+        states.join(" or ")
+    }
+}
+
 /// One node as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -175,12 +185,16 @@ pub enum NodesConfigError {
     IdsExhausted,
     #[error("node {0} has run out of generations")]
     GenerationsExhausted(PlainNodeId),
-    #[error("node {node}: the {role} state cannot change from {from} to {to}")]
+    #[error(
+        "node {node}: the {role} state cannot change from {from} to {to}; from {from} it can \
+         become {allowed}"
+    )]
     InvalidTransition {
         node: PlainNodeId,
         role: Role,
         from: String,
         to: String,
+        allowed: String,
     },
     #[error("node {node} cannot be removed while {reason}")]
     StillInUse {
@@ -361,8 +375,32 @@ impl NodesConfiguration {
                 role: Role::Worker,
                 from: node.worker_state.to_string(),
                 to: next.to_string(),
+                allowed: allowed(
+                    [
+                        WorkerState::Provisioning,
+                        WorkerState::Active,
+                        WorkerState::Draining,
+                        WorkerState::Disabled,
+                    ]
+                    .into_iter()
+                    .filter(|state| *state != node.worker_state && node.worker_state.can_become(*state)),
+                ),
             });
         }
+        if node.worker_state != next {
+            node.worker_state = next;
+            self.version += 1;
+        }
+        Ok(())
+    }
+
+    /// Sets the worker state without checking the transition (an operator's `--force`).
+    pub fn force_worker_state(
+        &mut self,
+        id: PlainNodeId,
+        next: WorkerState,
+    ) -> Result<(), NodesConfigError> {
+        let node = self.get_mut(id)?;
         if node.worker_state != next {
             node.worker_state = next;
             self.version += 1;
@@ -382,6 +420,18 @@ impl NodesConfiguration {
                 role: Role::MetadataServer,
                 from: node.metadata_server_state.to_string(),
                 to: next.to_string(),
+                allowed: allowed(
+                    [
+                        MetadataServerState::Standby,
+                        MetadataServerState::Provisioning,
+                        MetadataServerState::Member,
+                    ]
+                    .into_iter()
+                    .filter(|state| {
+                        *state != node.metadata_server_state
+                            && node.metadata_server_state.can_become(*state)
+                    }),
+                ),
             });
         }
         if node.metadata_server_state != next {

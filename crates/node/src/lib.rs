@@ -7,7 +7,7 @@
 //!
 //! It does not parse arguments, handle signals or set up logging: that is the server binary's.
 
-mod cluster;
+pub mod cluster;
 mod data_dir;
 mod health;
 mod http_server;
@@ -94,7 +94,7 @@ pub struct Node {
 impl Node {
     /// Locks the node directory and binds every listener. Touches no data besides the lock
     /// file, so a node that fails here leaves its directory as it was.
-    pub fn build(config: Configuration) -> Result<Node, NodeError> {
+    pub fn build(mut config: Configuration) -> Result<Node, NodeError> {
         // The ingress hands calls to partitions of its own node until calls are forwarded
         // between nodes (the partitions-across-the-cluster issue).
         if config.roles.contains(Role::Ingress) && !config.roles.contains(Role::Worker) {
@@ -119,6 +119,18 @@ impl Node {
                 path: data_dir.path().display().to_string(),
                 source,
             })?;
+        // A node port the OS picked is only known now; other nodes must reach that one.
+        if config.advertised_address.is_none() && config.bind_address.port() == 0 {
+            let ip = if addresses.node.ip().is_unspecified() {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                addresses.node.ip()
+            };
+            config.advertised_address = Some(format!(
+                "http://{}",
+                std::net::SocketAddr::new(ip, addresses.node.port())
+            ));
+        }
         Ok(Node {
             config,
             data_dir,
@@ -401,6 +413,10 @@ async fn start_roles(
         }
     };
 
+    // Known by its plain id from now on (the generation of this start follows once the node
+    // table records it): a restarting member must take raft traffic to help form a quorum.
+    net.identity
+        .set_me(joined.unwrap_or_else(|| plain_id.with_generation(0)));
     let metadata = if config.roles.contains(Role::MetadataServer) {
         let server = MetadataServer::start(MetadataServerOptions {
             node_dir: config.node_dir(),
