@@ -48,6 +48,54 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The `reprisectl` binary: beside the server binary (`cargo xtask test` builds both).
+pub fn ctl_binary() -> anyhow::Result<PathBuf> {
+    let server = server_binary()?;
+    let ctl = server.with_file_name("reprisectl");
+    anyhow::ensure!(
+        ctl.exists(),
+        "{} does not exist: run the tests with `cargo xtask test`, or build it first \
+         (`cargo build --workspace --bins`)",
+        ctl.display()
+    );
+    Ok(ctl)
+}
+
+/// What a `reprisectl` run printed, and how it exited.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    /// The output as JSON (for `--json` runs).
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("reprisectl printed no JSON: {self:?}"))
+    }
+}
+
+/// Runs `reprisectl` against the node port at `address` with `args`.
+pub async fn ctl(address: &str, args: &[&str]) -> anyhow::Result<CtlOutput> {
+    let mut command = Command::new(ctl_binary()?);
+    command
+        .args(["--address", address])
+        .args(args)
+        .env_remove("REPRISECTL_ADDRESS")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .context("reprisectl did not finish within 60 s")??;
+    Ok(CtlOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
 /// The addresses file a running node writes into its directory.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Addresses {
@@ -85,6 +133,14 @@ impl NodeSpec {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+
+    /// The value the spec gives the environment variable `key`.
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn arg(mut self, arg: &str) -> Self {

@@ -134,12 +134,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn classify(error: &anyhow::Error) -> Option<u8> {
-    let metadata = error
-        .downcast_ref::<MetadataError>()
-        .or_else(|| match error.downcast_ref::<ClusterError>() {
+    let metadata = error.downcast_ref::<MetadataError>().or_else(|| {
+        match error.downcast_ref::<ClusterError>() {
             Some(ClusterError::Metadata(err)) => Some(err),
             _ => None,
-        })?;
+        }
+    })?;
     Some(match metadata {
         MetadataError::Unavailable(_) => UNREACHABLE,
         _ => REFUSED,
@@ -333,7 +333,10 @@ impl Ctl {
         .await?;
         let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
         if self.json {
-            println!("{}", json!({"nodes": names, "worker_state": next.to_string()}));
+            println!(
+                "{}",
+                json!({"nodes": names, "worker_state": next.to_string()})
+            );
         } else {
             println!("worker state of {} is now {next}", names.join(", "));
         }
@@ -376,7 +379,10 @@ impl Ctl {
         } else {
             Precondition::MatchesVersion(version)
         };
-        let new = self.metadata.put(key, Bytes::from(value), precondition).await?;
+        let new = self
+            .metadata
+            .put(key, Bytes::from(value), precondition)
+            .await?;
         if self.json {
             println!("{}", json!({"key": key, "version": new}));
         } else {
@@ -427,7 +433,8 @@ impl Ctl {
         let id = parse_node(node)?;
         self.metadata.remove_member(u64::from(id.as_u32())).await?;
         cluster::update(&self.metadata, "the metadata member's state", |table| {
-            table.set_metadata_server_state(id, reprise_node_config::MetadataServerState::Standby)?;
+            table
+                .set_metadata_server_state(id, reprise_node_config::MetadataServerState::Standby)?;
             Ok(())
         })
         .await?;
@@ -462,7 +469,10 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
             .trim_end()
             .to_owned()
     };
-    println!("{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
+    println!(
+        "{}",
+        line(headers.iter().map(|h| (*h).to_owned()).collect())
+    );
     for row in rows {
         println!("{}", line(row));
     }
@@ -484,7 +494,12 @@ fn print_nodes(rows: &[Value]) {
                 text(&row["roles"]),
                 text(&row["worker_state"]),
                 text(&row["metadata_server_state"]),
-                if row["alive"] == json!(true) { "yes" } else { "no" }.to_owned(),
+                if row["alive"] == json!(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -507,7 +522,12 @@ fn print_members(metadata: &Value) {
                     vec![
                         text(&m["id"]),
                         text(&m["address"]),
-                        if m["voter"] == json!(true) { "voter" } else { "learner" }.to_owned(),
+                        if m["voter"] == json!(true) {
+                            "voter"
+                        } else {
+                            "learner"
+                        }
+                        .to_owned(),
                     ]
                 })
                 .collect()

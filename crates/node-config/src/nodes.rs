@@ -383,7 +383,9 @@ impl NodesConfiguration {
                         WorkerState::Disabled,
                     ]
                     .into_iter()
-                    .filter(|state| *state != node.worker_state && node.worker_state.can_become(*state)),
+                    .filter(|state| {
+                        *state != node.worker_state && node.worker_state.can_become(*state)
+                    }),
                 ),
             });
         }

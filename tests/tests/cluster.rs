@@ -1,0 +1,321 @@
+//! Three real nodes on one machine form a cluster: the first provisions it, the other two join
+//! by name through its node port and become metadata members; `reprisectl` sees the same node
+//! table from every node; restarts keep ids and raise generations; the metadata store keeps
+//! taking writes when its leader is SIGKILLed, refuses them clearly and in bounded time without
+//! a quorum, and lets exactly one of three concurrent compare-and-sets win; worker states
+//! change only along the allowed transitions unless forced.
+//!
+//! The nodes listen on three loopback addresses of their own with the same port numbers (as
+//! three machines would), distinct per test so tests can run at once.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use reprise_e2e::{NodeSpec, ServerProcess, ctl};
+use serde_json::Value;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    specs: Vec<NodeSpec>,
+    nodes: Vec<ServerProcess>,
+}
+
+impl Cluster {
+    /// Starts node 1 on `{prefix}.1`, then nodes 2 and 3 on `{prefix}.2` and `{prefix}.3` at
+    /// once, joining through node 1.
+    async fn start(prefix: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let first = format!("http://{prefix}.1:5122");
+        let specs: Vec<NodeSpec> = (1..=3)
+            .map(|i| {
+                let ip = format!("{prefix}.{i}");
+                let spec = NodeSpec::new(dir.path(), &format!("node-{i}"))
+                    .env("REPRISE_BIND_ADDRESS", &format!("{ip}:5122"))
+                    .env("REPRISE_INGRESS__BIND_ADDRESS", &format!("{ip}:8080"))
+                    .env("REPRISE_ADMIN__BIND_ADDRESS", &format!("{ip}:9070"))
+                    .env("REPRISE_DEFAULT_NUM_PARTITIONS", "4");
+                if i == 1 {
+                    spec
+                } else {
+                    spec.env(
+                        "REPRISE_METADATA_CLIENT__ADDRESSES",
+                        &format!("[\"{first}\"]"),
+                    )
+                }
+            })
+            .collect();
+        let mut first_node = specs[0].spawn()?;
+        first_node.wait_ready().await?;
+        let mut nodes = vec![first_node, specs[1].spawn()?, specs[2].spawn()?];
+        for node in &mut nodes[1..] {
+            node.wait_ready().await?;
+        }
+        Ok(Self {
+            _dir: dir,
+            specs,
+            nodes,
+        })
+    }
+
+    fn address(&self, index: usize) -> String {
+        self.specs[index]
+            .env_value("REPRISE_BIND_ADDRESS")
+            .map_or_else(String::new, |a| format!("http://{a}"))
+    }
+
+    /// Stops every node with `signal`, then starts all three at once (a restarting member
+    /// waits for the others to form a quorum again).
+    async fn restart_all(&mut self, signal: Signal) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            node.signal(signal)?;
+            node.wait_exit(Duration::from_secs(30)).await?;
+        }
+        self.nodes = self
+            .specs
+            .iter()
+            .map(NodeSpec::spawn)
+            .collect::<anyhow::Result<_>>()?;
+        for node in &mut self.nodes {
+            node.wait_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn nodes_list(address: &str) -> anyhow::Result<Vec<Value>> {
+    let output = ctl(address, &["--json", "nodes", "list"]).await?;
+    anyhow::ensure!(output.code == Some(0), "nodes list failed: {output:?}");
+    Ok(output.json()?.as_array().cloned().unwrap_or_default())
+}
+
+/// `(id, name, generation)` of every node, in id order.
+fn identities(nodes: &[Value]) -> Vec<(String, String, Option<u64>)> {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or_default().to_owned(),
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                n["generation"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_cluster_and_keep_their_ids_across_restarts() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start("127.0.1").await?;
+    let expected: Vec<(String, String, Option<u64>)> = (1..=3)
+        .map(|i| (format!("N{i}"), format!("node-{i}"), Some(1)))
+        .collect();
+    for index in 0..3 {
+        let nodes = nodes_list(&cluster.address(index)).await?;
+        assert_eq!(
+            identities(&nodes),
+            expected,
+            "as node {} sees it",
+            index + 1
+        );
+        for node in &nodes {
+            assert_eq!(node["alive"], true, "{node}");
+            assert_eq!(node["metadata_server_state"], "member", "{node}");
+            assert_eq!(node["worker_state"], "active", "{node}");
+        }
+    }
+    let servers = ctl(
+        &cluster.address(2),
+        &["--json", "metadata-server", "list-servers"],
+    )
+    .await?
+    .json()?;
+    let voters: Vec<&str> = servers["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["voter"] == true)
+                .filter_map(|m| m["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(voters, ["N1", "N2", "N3"], "{servers}");
+
+    cluster.restart_all(Signal::SIGTERM).await?;
+    let expected: Vec<(String, String, Option<u64>)> = (1..=3)
+        .map(|i| (format!("N{i}"), format!("node-{i}"), Some(2)))
+        .collect();
+    for index in 0..3 {
+        let nodes = nodes_list(&cluster.address(index)).await?;
+        assert_eq!(
+            identities(&nodes),
+            expected,
+            "after the restart, as node {} sees it",
+            index + 1
+        );
+    }
+    // The human form names every node too.
+    let table = ctl(&cluster.address(1), &["status"]).await?;
+    assert_eq!(table.code, Some(0), "{table:?}");
+    for name in ["node-1", "node-2", "node-3", "metadata leader: N"] {
+        assert!(
+            table.stdout.contains(name),
+            "{name} missing from {}",
+            table.stdout
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() -> anyhow::Result<()>
+{
+    let mut cluster = Cluster::start("127.0.2").await?;
+    let file = cluster._dir.path().join("value");
+    std::fs::write(&file, b"v")?;
+    let file = file.to_string_lossy().into_owned();
+
+    // Three compare-and-sets of one version at once, one through each node: one wins.
+    let puts = (0..3).map(|i| {
+        let address = cluster.address(i);
+        let file = file.clone();
+        async move {
+            ctl(
+                &address,
+                &["metadata", "put", "--key", "cas", "--version", "0", &file],
+            )
+            .await
+        }
+    });
+    let outcomes = futures::future::try_join_all(puts).await?;
+    let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.code).collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(4)).count(),
+        2,
+        "the losers are refused: {outcomes:?}"
+    );
+
+    // SIGKILL the leader: the other two elect a new one and take writes again.
+    let servers = ctl(
+        &cluster.address(0),
+        &["--json", "metadata-server", "list-servers"],
+    )
+    .await?
+    .json()?;
+    let leader = servers["leader"]
+        .as_str()
+        .and_then(|id| id.trim_start_matches('N').parse::<usize>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no leader in {servers}"))?;
+    cluster.nodes[leader - 1].signal(Signal::SIGKILL)?;
+    cluster.nodes[leader - 1]
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader - 1).collect();
+    let through = cluster.address(survivors[0]);
+    let started = Instant::now();
+    let put = ctl(
+        &through,
+        &["metadata", "put", "--key", "after", "--version", "0", &file],
+    )
+    .await?;
+    assert_eq!(put.code, Some(0), "{put:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the write took {:?}",
+        started.elapsed()
+    );
+    let got = ctl(
+        &cluster.address(survivors[1]),
+        &["--json", "metadata", "get", "--key", "after"],
+    )
+    .await?
+    .json()?;
+    assert_eq!(got["version"], 1, "{got}");
+
+    // With two of three down, writes fail as unavailable, in bounded time.
+    cluster.nodes[survivors[1]].signal(Signal::SIGKILL)?;
+    cluster.nodes[survivors[1]]
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    let started = Instant::now();
+    let put = ctl(
+        &through,
+        &["metadata", "put", "--key", "lost", "--version", "0", &file],
+    )
+    .await?;
+    assert_eq!(put.code, Some(3), "{put:?}");
+    assert!(put.stderr.contains("unavailable"), "{put:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refusing took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn worker_states_follow_their_transitions_unless_forced() -> anyhow::Result<()> {
+    let cluster = Cluster::start("127.0.3").await?;
+    let address = cluster.address(0);
+    let state_of = |nodes: &[Value], id: &str| {
+        nodes
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["worker_state"].clone())
+    };
+    let set = |nodes: &'static str, state: &'static str, force: bool| {
+        let address = address.clone();
+        async move {
+            let mut args = vec![
+                "nodes",
+                "set-worker-state",
+                "--nodes",
+                nodes,
+                "--worker-state",
+                state,
+            ];
+            if force {
+                args.push("--force");
+            }
+            ctl(&address, &args).await
+        }
+    };
+    let drained = set("N2,N3", "draining", false).await?;
+    assert_eq!(drained.code, Some(0), "{drained:?}");
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(state_of(&nodes, "N2"), Some(Value::from("draining")));
+    assert_eq!(state_of(&nodes, "N3"), Some(Value::from("draining")));
+
+    let refused = set("N2", "provisioning", false).await?;
+    assert_eq!(refused.code, Some(4), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("cannot change from draining to provisioning")
+            && refused.stderr.contains("`active`")
+            && refused.stderr.contains("`disabled`"),
+        "the refusal lists the allowed states: {refused:?}"
+    );
+    let forced = set("N2", "provisioning", true).await?;
+    assert_eq!(forced.code, Some(0), "{forced:?}");
+    let back = set("N3", "active", false).await?;
+    assert_eq!(back.code, Some(0), "{back:?}");
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(state_of(&nodes, "N2"), Some(Value::from("provisioning")));
+    assert_eq!(state_of(&nodes, "N3"), Some(Value::from("active")));
+
+    let usage = set("N9x", "active", false).await?;
+    assert_eq!(usage.code, Some(2), "{usage:?}");
+    let unknown = set("N9", "active", false).await?;
+    assert_eq!(unknown.code, Some(4), "{unknown:?}");
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(
+        state_of(&nodes, "N1"),
+        Some(Value::from("active")),
+        "nothing changed N1"
+    );
+    Ok(())
+}
