@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{NodeSpec, ServerProcess, ctl};
+use reprise_e2e::{NodeSpec, ServerProcess, ctl, eventually};
 use serde_json::Value;
 
 struct Cluster {
@@ -102,20 +102,36 @@ fn identities(nodes: &[Value]) -> Vec<(String, String, Option<u64>)> {
         .collect()
 }
 
+/// The index (0, 1, 2) of the process running node `id`: nodes 2 and 3 join at once, so
+/// which of them gets which id is a race.
+fn index_of(nodes: &[Value], id: &str) -> anyhow::Result<usize> {
+    nodes
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["name"].as_str())
+        .and_then(|name| name.strip_prefix("node-"))
+        .and_then(|i| i.parse::<usize>().ok())
+        .map(|i| i - 1)
+        .ok_or_else(|| anyhow::anyhow!("no node {id} in {nodes:?}"))
+}
+
 #[tokio::test]
 async fn three_nodes_form_a_cluster_and_keep_their_ids_across_restarts() -> anyhow::Result<()> {
     let mut cluster = Cluster::start("127.0.1").await?;
-    let expected: Vec<(String, String, Option<u64>)> = (1..=3)
-        .map(|i| (format!("N{i}"), format!("node-{i}"), Some(1)))
-        .collect();
+    let first = identities(&nodes_list(&cluster.address(0)).await?);
+    let ids: Vec<&str> = first.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(ids, ["N1", "N2", "N3"], "{first:?}");
+    assert_eq!(
+        first[0].1, "node-1",
+        "the provisioning node is N1: {first:?}"
+    );
+    let mut names: Vec<&str> = first.iter().map(|(_, name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["node-1", "node-2", "node-3"], "{first:?}");
+    assert!(first.iter().all(|(_, _, g)| *g == Some(1)), "{first:?}");
     for index in 0..3 {
         let nodes = nodes_list(&cluster.address(index)).await?;
-        assert_eq!(
-            identities(&nodes),
-            expected,
-            "as node {} sees it",
-            index + 1
-        );
+        assert_eq!(identities(&nodes), first, "as node-{} sees it", index + 1);
         for node in &nodes {
             assert_eq!(node["alive"], true, "{node}");
             assert_eq!(node["metadata_server_state"], "member", "{node}");
@@ -140,15 +156,16 @@ async fn three_nodes_form_a_cluster_and_keep_their_ids_across_restarts() -> anyh
     assert_eq!(voters, ["N1", "N2", "N3"], "{servers}");
 
     cluster.restart_all(Signal::SIGTERM).await?;
-    let expected: Vec<(String, String, Option<u64>)> = (1..=3)
-        .map(|i| (format!("N{i}"), format!("node-{i}"), Some(2)))
+    let restarted: Vec<(String, String, Option<u64>)> = first
+        .iter()
+        .map(|(id, name, _)| (id.clone(), name.clone(), Some(2)))
         .collect();
     for index in 0..3 {
         let nodes = nodes_list(&cluster.address(index)).await?;
         assert_eq!(
             identities(&nodes),
-            expected,
-            "after the restart, as node {} sees it",
+            restarted,
+            "after the restart, as node-{} sees it",
             index + 1
         );
     }
@@ -205,15 +222,17 @@ async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() 
     )
     .await?
     .json()?;
-    let leader = servers["leader"]
+    let dead = servers["leader"]
         .as_str()
-        .and_then(|id| id.trim_start_matches('N').parse::<usize>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no leader in {servers}"))?;
-    cluster.nodes[leader - 1].signal(Signal::SIGKILL)?;
-    cluster.nodes[leader - 1]
+        .ok_or_else(|| anyhow::anyhow!("no leader in {servers}"))?
+        .to_owned();
+    let leader = index_of(&nodes_list(&cluster.address(0)).await?, &dead)?;
+    cluster.nodes[leader].signal(Signal::SIGKILL)?;
+    cluster.nodes[leader]
         .wait_exit(Duration::from_secs(10))
         .await?;
-    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader - 1).collect();
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let through = cluster.address(survivors[0]);
     let started = Instant::now();
     let put = ctl(
@@ -234,6 +253,26 @@ async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() 
     .await?
     .json()?;
     assert_eq!(got["version"], 1, "{got}");
+
+    // The survivors' heartbeats notice the dead node within a few seconds.
+    eventually(
+        "the survivors notice the dead node",
+        Duration::from_secs(15),
+        || async {
+            let Ok(nodes) = nodes_list(&through).await else {
+                return false;
+            };
+            nodes.iter().filter(|n| n["alive"] == true).all(|n| {
+                n["sees"].as_array().is_some_and(|sees| {
+                    sees.len() == 2 && !sees.contains(&Value::from(dead.clone()))
+                })
+            })
+        },
+    )
+    .await?;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(8), "noticed after {took:?}");
+    println!("the dead node was noticed {took:?} after it was killed");
 
     // With two of three down, writes fail as unavailable, in bounded time.
     cluster.nodes[survivors[1]].signal(Signal::SIGKILL)?;

@@ -13,7 +13,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use reprise_metadata_server::{MetadataClient, MetadataError, Precondition};
-use reprise_net::proto::{NodeRef, StatusRequest};
+use reprise_net::proto::{NodeRef, StatusRequest, StatusResponse};
 use reprise_net::{ConnectionOptions, Connections, NetIdentity};
 use reprise_node::ClusterError;
 use reprise_node::cluster;
@@ -225,11 +225,9 @@ impl Ctl {
             .0)
     }
 
-    /// Whether the node answers its status in time, and with its own id.
-    async fn alive(&self, node: &NodeConfig) -> bool {
-        let Ok(mut client) = self.connections.node(&node.address) else {
-            return false;
-        };
+    /// The node's status, when it answers in time and as itself.
+    async fn status_of(&self, node: &NodeConfig) -> Option<StatusResponse> {
+        let mut client = self.connections.node(&node.address).ok()?;
         let header = self.connections.identity().header(NodeRef {
             id: node.id().as_u32(),
             generation: 0,
@@ -237,15 +235,21 @@ impl Ctl {
         let call = client.status(StatusRequest {
             header: Some(header),
         });
-        matches!(
-            tokio::time::timeout(STATUS_TIMEOUT, call).await,
-            Ok(Ok(answer)) if answer.get_ref().node.is_some_and(|n| n.id == node.id().as_u32())
-        )
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
+            .await
+            .ok()?
+            .ok()?;
+        let answer = answer.into_inner();
+        answer
+            .node
+            .is_some_and(|n| n.id == node.id().as_u32())
+            .then_some(answer)
     }
 
     async fn node_rows(&self, nodes: &NodesConfiguration) -> Vec<Value> {
         let mut rows = Vec::new();
         for node in nodes.nodes() {
+            let status = self.status_of(node).await;
             rows.push(json!({
                 "id": node.id().to_string(),
                 "generation": node.current_generation().map(|g| g.generation()),
@@ -254,7 +258,11 @@ impl Ctl {
                 "roles": node.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "worker_state": node.worker_state().to_string(),
                 "metadata_server_state": node.metadata_server_state().to_string(),
-                "alive": self.alive(node).await,
+                "alive": status.is_some(),
+                // Whom the node itself has heard from lately (its heartbeats).
+                "sees": status.map(|s| {
+                    s.alive.iter().map(|id| format!("N{id}")).collect::<Vec<_>>()
+                }),
             }));
         }
         rows

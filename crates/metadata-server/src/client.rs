@@ -208,22 +208,27 @@ impl MetadataClient {
     /// Waits (up to a bound) until the metadata store can serve reads and writes.
     pub async fn wait_for_leader(&self) -> Result<(), MetadataError> {
         match &self.local {
-            Some(local) if local.is_member() => local.wait_for_leader().await,
+            Some(local) if local.is_member().await => local.wait_for_leader().await,
             _ => self.get("reprise-no-such-key").await.map(|_| ()),
         }
     }
 }
 
 impl Local {
-    fn is_member(&self) -> bool {
-        self.raft
+    /// Whether this member belongs to a group (it may have none yet: a node that is joining).
+    async fn is_member(&self) -> bool {
+        let listed = self
+            .raft
             .metrics()
             .borrow()
             .membership_config
             .membership()
             .voter_ids()
             .next()
-            .is_some()
+            .is_some();
+        // Right after a start or a provisioning the metrics may not show the membership yet;
+        // the raft core knows.
+        listed || self.raft.is_initialized().await.unwrap_or(false)
     }
 
     pub(crate) async fn wait_for_leader(&self) -> Result<(), MetadataError> {
@@ -237,7 +242,7 @@ impl Local {
 
     /// Confirms this member leads, or says where to go instead.
     async fn read(&self) -> Result<Route, MetadataError> {
-        if !self.is_member() {
+        if !self.is_member().await {
             return Ok(Route::Anywhere);
         }
         self.wait_for_leader().await?;
@@ -258,7 +263,7 @@ impl Local {
         &self,
         command: Command,
     ) -> Result<Result<CommandResponse, Route>, MetadataError> {
-        if !self.is_member() {
+        if !self.is_member().await {
             return Ok(Err(Route::Anywhere));
         }
         self.wait_for_leader().await?;
@@ -438,7 +443,7 @@ impl MetadataClient {
     /// The metadata group's members.
     pub async fn members(&self) -> Result<Members, MetadataError> {
         if let Some(local) = &self.local
-            && local.is_member()
+            && local.is_member().await
         {
             local.wait_for_leader().await?;
             return Ok(local.members());
@@ -473,7 +478,7 @@ impl MetadataClient {
         let id32 =
             u32::try_from(id).map_err(|_| MetadataError::Refused(format!("no node N{id}")))?;
         if let Some(local) = &self.local
-            && local.is_member()
+            && local.is_member().await
         {
             match local.add_member(id, address).await {
                 Err(NetError::NotLeader {
@@ -507,7 +512,7 @@ impl MetadataClient {
         let id32 =
             u32::try_from(id).map_err(|_| MetadataError::Refused(format!("no node N{id}")))?;
         if let Some(local) = &self.local
-            && local.is_member()
+            && local.is_member().await
         {
             match local.remove_member(id).await {
                 Err(NetError::NotLeader {

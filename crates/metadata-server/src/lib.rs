@@ -189,8 +189,8 @@ impl MetadataServer {
         })
     }
 
-    /// Makes this node the only member of a new metadata group. Does nothing when the group
-    /// already exists (a restart).
+    /// Makes this node the only member of a new metadata group and waits until it leads. Does
+    /// nothing when the group already exists (a restart).
     pub async fn provision_single_member(&self) -> Result<(), MetadataError> {
         let initialized = self
             .raft
@@ -209,7 +209,9 @@ impl MetadataServer {
         self.raft
             .initialize(members)
             .await
-            .map_err(|e| MetadataError::Unavailable(e.to_string()))
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
+        // Until it leads, its client would not know it is a member yet.
+        self.wait_for_leader().await
     }
 
     pub fn client(&self) -> MetadataClient {

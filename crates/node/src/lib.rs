@@ -13,6 +13,7 @@ mod health;
 mod http_server;
 mod identity;
 mod listeners;
+mod liveness;
 mod local_store;
 mod node_service;
 
@@ -245,7 +246,14 @@ impl Node {
             }
             Err(err) => Err(err),
         };
-        let (store, Roles { metadata, worker }) = match startup {
+        let (
+            store,
+            Roles {
+                metadata,
+                worker,
+                liveness,
+            },
+        ) = match startup {
             Ok((store, identity, roles)) => {
                 info!(
                     node_id = %identity.node_id,
@@ -292,6 +300,10 @@ impl Node {
         stop_ingress.cancel();
         drain(&mut ingress_tasks, within_budget(0.75)).await;
 
+        liveness.0.cancel();
+        if let Err(err) = liveness.1.await {
+            error!(%err, "the heartbeat task failed");
+        }
         if let Some(worker) = worker {
             worker.shutdown().await;
         }
@@ -323,6 +335,8 @@ impl Node {
 struct Roles {
     metadata: Option<MetadataServer>,
     worker: Option<Worker>,
+    /// The heartbeat task and what stops it.
+    liveness: (CancellationToken, tokio::task::JoinHandle<()>),
 }
 
 /// The node channel's state: who this node is on it, its connections to peers, the raft groups
@@ -333,6 +347,7 @@ struct Net {
     connections: Connections,
     groups: RaftGroups,
     metadata: MetadataSlot,
+    liveness: liveness::Liveness,
     health: Health,
     name: String,
     address: String,
@@ -347,6 +362,7 @@ impl Net {
             identity,
             groups: RaftGroups::default(),
             metadata: MetadataSlot::default(),
+            liveness: liveness::Liveness::default(),
             health: health.clone(),
             name: config.node_name.clone(),
             address: config.advertised_address(),
@@ -367,6 +383,7 @@ impl Net {
         .add_service(node_service::node_service(node_service::NodeService {
             identity: self.identity.clone(),
             health: self.health.clone(),
+            liveness: self.liveness.clone(),
             name: self.name.clone(),
             address: self.address.clone(),
             roles: self.roles.clone(),
@@ -440,7 +457,6 @@ async fn start_roles(
             Some(server) => {
                 if provisioning {
                     server.provision_single_member().await?;
-                    server.wait_for_leader().await?;
                 }
                 server.client()
             }
@@ -478,7 +494,10 @@ async fn start_roles(
             node_id: me,
             provisioned_at: cluster::provisioned_at(&client, &config.cluster_name).await?,
         };
-        tokio::task::block_in_place(|| identity::save(store, &identity))?;
+        let (saving, saved) = (store.clone(), identity.clone());
+        tokio::task::spawn_blocking(move || identity::save(&saving, &saved))
+            .await
+            .map_err(|err| NodeError::StorageTask(err.to_string()))??;
 
         if metadata.is_some() {
             join_metadata_group(config, &client, me.id(), &address, provisioning).await?;
@@ -545,10 +564,24 @@ async fn start_roles(
                     .map(|w| reprise_query::QueryEngine::new(w.handle().store(), view.clone())),
             });
         }
-        Ok::<_, NodeError>(identity)
+        let stop = CancellationToken::new();
+        let heartbeats = tokio::spawn(net.liveness.clone().run(
+            client.clone(),
+            net.connections.clone(),
+            me.id().as_u32(),
+            stop.clone(),
+        ));
+        Ok::<_, NodeError>((identity, (stop, heartbeats)))
     };
     match started.await {
-        Ok(identity) => Ok((identity, Roles { metadata, worker })),
+        Ok((identity, liveness)) => Ok((
+            identity,
+            Roles {
+                metadata,
+                worker,
+                liveness,
+            },
+        )),
         Err(err) => {
             if let Some(worker) = worker {
                 worker.shutdown().await;

@@ -37,6 +37,8 @@ pub enum StoreError {
     },
 }
 
+/// Cheap to clone: every clone is the same open database.
+#[derive(Clone)]
 pub struct LocalStore {
     path: PathBuf,
     db: Arc<DB>,

@@ -1,5 +1,6 @@
 //! The node's own service on the node channel: `Status` says who this node is (its generational
-//! id once it has one), its roles, its address and whether it is starting, ready or stopping.
+//! id once it has one), its roles, its address, whether it is starting, ready or stopping, and
+//! which nodes it has heard from recently.
 
 use reprise_net::proto::node_server::{Node as NodeRpc, NodeServer};
 use reprise_net::proto::{NodeRef, StatusRequest, StatusResponse};
@@ -7,10 +8,12 @@ use reprise_net::{MAX_MESSAGE_SIZE, NetIdentity};
 use tonic::{Request, Response, Status};
 
 use crate::health::{Health, NodeStatus};
+use crate::liveness::Liveness;
 
 pub(crate) struct NodeService {
     pub(crate) identity: NetIdentity,
     pub(crate) health: Health,
+    pub(crate) liveness: Liveness,
     pub(crate) name: String,
     pub(crate) address: String,
     pub(crate) roles: Vec<String>,
@@ -46,6 +49,7 @@ impl NodeRpc for NodeService {
             }
             .to_owned(),
             address: self.address.clone(),
+            alive: self.liveness.alive(),
         }))
     }
 }
