@@ -283,14 +283,7 @@ impl Ctl {
         let nodes = self.nodes().await?;
         let rows = self.node_rows(&nodes).await;
         let members = self.metadata.members().await?;
-        let metadata = json!({
-            "leader": members.leader.map(|id| format!("N{id}")),
-            "members": members.members.iter().map(|m| json!({
-                "id": format!("N{}", m.id),
-                "address": m.address,
-                "voter": m.voter,
-            })).collect::<Vec<_>>(),
-        });
+        let metadata = members_json(&members);
         if self.json {
             println!(
                 "{}",
@@ -401,14 +394,7 @@ impl Ctl {
 
     async fn list_servers(&self) -> Result<(), Failure> {
         let members = self.metadata.members().await?;
-        let metadata = json!({
-            "leader": members.leader.map(|id| format!("N{id}")),
-            "members": members.members.iter().map(|m| json!({
-                "id": format!("N{}", m.id),
-                "address": m.address,
-                "voter": m.voter,
-            })).collect::<Vec<_>>(),
-        });
+        let metadata = members_json(&members);
         if self.json {
             println!("{metadata}");
         } else {
@@ -449,6 +435,17 @@ impl Ctl {
         println!("{id} is no longer a member of the metadata group");
         Ok(())
     }
+}
+
+fn members_json(members: &reprise_metadata_server::Members) -> Value {
+    json!({
+        "leader": members.leader.map(|id| format!("N{id}")),
+        "members": members.members.iter().map(|m| json!({
+            "id": format!("N{}", m.id),
+            "address": m.address,
+            "voter": m.voter,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn text(value: &Value) -> String {
