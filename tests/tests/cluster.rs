@@ -6,7 +6,8 @@
 //! change only along the allowed transitions unless forced.
 //!
 //! The nodes listen on three loopback addresses of their own with the same port numbers (as
-//! three machines would), distinct per test so tests can run at once.
+//! three machines would), distinct per test so tests can run at once; one test puts all three
+//! on one address with distinct ports.
 
 use std::time::{Duration, Instant};
 
@@ -20,19 +21,40 @@ struct Cluster {
     nodes: Vec<ServerProcess>,
 }
 
+/// Where the three nodes listen.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Node `i` on `{prefix}.{i}`, every node with the same ports (as three machines would).
+    Ips(&'static str),
+    /// Every node on 127.0.0.1, node `i` on ports `base + 10 * i` and up (below the range the
+    /// OS hands out for port 0, so other tests cannot take them).
+    Ports(u16),
+}
+
+impl Layout {
+    /// Node `i`'s node, ingress and admin addresses.
+    fn addresses(self, i: u16) -> [String; 3] {
+        match self {
+            Layout::Ips(prefix) => {
+                [5122, 8080, 9070].map(|port| format!("{prefix}.{i}:{port}"))
+            }
+            Layout::Ports(base) => [0, 1, 2].map(|k| format!("127.0.0.1:{}", base + 10 * i + k)),
+        }
+    }
+}
+
 impl Cluster {
-    /// Starts node 1 on `{prefix}.1`, then nodes 2 and 3 on `{prefix}.2` and `{prefix}.3` at
-    /// once, joining through node 1.
-    async fn start(prefix: &str) -> anyhow::Result<Self> {
+    /// Starts node 1, then nodes 2 and 3 at once, joining through node 1.
+    async fn start(layout: Layout) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let first = format!("http://{prefix}.1:5122");
+        let first = format!("http://{}", layout.addresses(1)[0]);
         let specs: Vec<NodeSpec> = (1..=3)
             .map(|i| {
-                let ip = format!("{prefix}.{i}");
+                let [node, ingress, admin] = layout.addresses(i);
                 let spec = NodeSpec::new(dir.path(), &format!("node-{i}"))
-                    .env("REPRISE_BIND_ADDRESS", &format!("{ip}:5122"))
-                    .env("REPRISE_INGRESS__BIND_ADDRESS", &format!("{ip}:8080"))
-                    .env("REPRISE_ADMIN__BIND_ADDRESS", &format!("{ip}:9070"))
+                    .env("REPRISE_BIND_ADDRESS", &node)
+                    .env("REPRISE_INGRESS__BIND_ADDRESS", &ingress)
+                    .env("REPRISE_ADMIN__BIND_ADDRESS", &admin)
                     .env("REPRISE_DEFAULT_NUM_PARTITIONS", "4");
                 if i == 1 {
                     spec
@@ -117,7 +139,16 @@ fn index_of(nodes: &[Value], id: &str) -> anyhow::Result<usize> {
 
 #[tokio::test]
 async fn three_nodes_form_a_cluster_and_keep_their_ids_across_restarts() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start("127.0.1").await?;
+    form_and_restart(Layout::Ips("127.0.1")).await
+}
+
+#[tokio::test]
+async fn three_nodes_on_one_ip_with_distinct_ports_do_the_same() -> anyhow::Result<()> {
+    form_and_restart(Layout::Ports(21000)).await
+}
+
+async fn form_and_restart(layout: Layout) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(layout).await?;
     let first = identities(&nodes_list(&cluster.address(0)).await?);
     let ids: Vec<&str> = first.iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(ids, ["N1", "N2", "N3"], "{first:?}");
@@ -185,7 +216,7 @@ async fn three_nodes_form_a_cluster_and_keep_their_ids_across_restarts() -> anyh
 #[tokio::test]
 async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() -> anyhow::Result<()>
 {
-    let mut cluster = Cluster::start("127.0.2").await?;
+    let mut cluster = Cluster::start(Layout::Ips("127.0.2")).await?;
     let file = cluster._dir.path().join("value");
     std::fs::write(&file, b"v")?;
     let file = file.to_string_lossy().into_owned();
@@ -297,7 +328,7 @@ async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() 
 
 #[tokio::test]
 async fn worker_states_follow_their_transitions_unless_forced() -> anyhow::Result<()> {
-    let cluster = Cluster::start("127.0.3").await?;
+    let cluster = Cluster::start(Layout::Ips("127.0.3")).await?;
     let address = cluster.address(0);
     let state_of = |nodes: &[Value], id: &str| {
         nodes
