@@ -35,9 +35,7 @@ impl Layout {
     /// Node `i`'s node, ingress and admin addresses.
     fn addresses(self, i: u16) -> [String; 3] {
         match self {
-            Layout::Ips(prefix) => {
-                [5122, 8080, 9070].map(|port| format!("{prefix}.{i}:{port}"))
-            }
+            Layout::Ips(prefix) => [5122, 8080, 9070].map(|port| format!("{prefix}.{i}:{port}")),
             Layout::Ports(base) => [0, 1, 2].map(|k| format!("127.0.0.1:{}", base + 10 * i + k)),
         }
     }
@@ -387,5 +385,79 @@ async fn worker_states_follow_their_transitions_unless_forced() -> anyhow::Resul
         Some(Value::from("active")),
         "nothing changed N1"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_node_on_a_removed_nodes_address_refuses_its_traffic_and_the_cluster_converges()
+-> anyhow::Result<()> {
+    let layout = Layout::Ips("127.0.4");
+    let mut cluster = Cluster::start(layout).await?;
+    let entry = cluster.address(0);
+    let victim = index_of(&nodes_list(&entry).await?, "N3")?;
+    cluster.nodes[victim].signal(Signal::SIGKILL)?;
+    cluster.nodes[victim]
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+
+    // A new node, under another name, on the address N3 had.
+    let [node, ingress, admin] = layout.addresses(u16::try_from(victim + 1)?);
+    let newcomer = NodeSpec::new(cluster._dir.path(), "node-4")
+        .env("REPRISE_BIND_ADDRESS", &node)
+        .env("REPRISE_INGRESS__BIND_ADDRESS", &ingress)
+        .env("REPRISE_ADMIN__BIND_ADDRESS", &admin)
+        .env(
+            "REPRISE_METADATA_CLIENT__ADDRESSES",
+            &format!("[\"{entry}\"]"),
+        )
+        .env("REPRISE_METADATA_SERVER__AUTO_JOIN", "false");
+    let mut process = newcomer.spawn()?;
+    process.wait_ready().await?;
+    // The others still think N3 lives there: the newcomer refuses what they send N3, with the
+    // typed error, and carries on.
+    eventually(
+        "the newcomer refuses N3's traffic",
+        Duration::from_secs(15),
+        || {
+            let logs = process.logs();
+            async move { logs.contains("misaddressed: the message is for N3, this is N4") }
+        },
+    )
+    .await?;
+
+    for args in [
+        &["metadata-server", "remove-node", "--node", "N3"][..],
+        &[
+            "nodes",
+            "set-worker-state",
+            "--nodes",
+            "N3",
+            "--worker-state",
+            "disabled",
+            "--force",
+        ],
+        &["nodes", "remove", "--nodes", "N3"],
+    ] {
+        let done = ctl(&entry, args).await?;
+        assert_eq!(done.code, Some(0), "{args:?}: {done:?}");
+    }
+    eventually("the cluster converges", Duration::from_secs(20), || async {
+        let Ok(nodes) = nodes_list(&entry).await else {
+            return false;
+        };
+        let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+        ids == ["N1", "N2", "N4"]
+            && nodes.iter().all(|n| {
+                n["alive"] == true && n["sees"].as_array().is_some_and(|sees| sees.len() == 3)
+            })
+    })
+    .await?;
+    // A removed node stays removed.
+    let again = ctl(&entry, &["nodes", "remove", "--nodes", "N3"]).await?;
+    assert_eq!(again.code, Some(4), "{again:?}");
+    cluster.nodes.push(process);
+    for node in &cluster.nodes {
+        assert!(!node.logs().contains("panicked"), "{}", node.logs());
+    }
     Ok(())
 }

@@ -81,6 +81,13 @@ enum NodesCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Removes nodes from the cluster for good: their ids are never used again. A node must
+    /// hold no work (worker `disabled` or still `provisioning`) and be no metadata member.
+    Remove {
+        /// Node ids, e.g. `N3`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +198,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     force,
                 },
         } => ctl.set_worker_state(&nodes, &worker_state, force).await,
+        Command::Nodes {
+            command: NodesCommand::Remove { nodes },
+        } => ctl.remove_nodes(&nodes).await,
         Command::Metadata {
             command: MetadataCommand::Get { key },
         } => ctl.metadata_get(&key).await,
@@ -340,6 +350,27 @@ impl Ctl {
             );
         } else {
             println!("worker state of {} is now {next}", names.join(", "));
+        }
+        Ok(())
+    }
+
+    async fn remove_nodes(&self, nodes: &[String]) -> Result<(), Failure> {
+        let ids = nodes
+            .iter()
+            .map(|n| parse_node(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        cluster::update(&self.metadata, "removing nodes", |table| {
+            for id in &ids {
+                table.remove_node(*id)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        if self.json {
+            println!("{}", json!({"removed": names}));
+        } else {
+            println!("removed {} from the cluster", names.join(", "));
         }
         Ok(())
     }
