@@ -461,3 +461,64 @@ async fn a_new_node_on_a_removed_nodes_address_refuses_its_traffic_and_the_clust
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_without_auto_provision_waits_until_reprisectl_provisions_it() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let layout = Layout::Ips("127.0.5");
+    let spec = |i: u16| {
+        let [node, ingress, admin] = layout.addresses(i);
+        NodeSpec::new(dir.path(), &format!("node-{i}"))
+            .env("REPRISE_BIND_ADDRESS", &node)
+            .env("REPRISE_INGRESS__BIND_ADDRESS", &ingress)
+            .env("REPRISE_ADMIN__BIND_ADDRESS", &admin)
+            .env("REPRISE_AUTO_PROVISION", "false")
+    };
+    let address = format!("http://{}", layout.addresses(1)[0]);
+    let mut node = spec(1).spawn()?;
+    node.wait_for_log("waiting to be provisioned", Duration::from_secs(30))
+        .await?;
+    // Not ready while it waits, and nothing to list yet.
+    let health = reqwest::get(format!("{address}/health")).await?;
+    assert_eq!(health.status().as_u16(), 503);
+    let listed = ctl(&address, &["nodes", "list"]).await?;
+    assert_ne!(listed.code, Some(0), "{listed:?}");
+
+    let refused = ctl(&address, &["provision", "--replication", "2"]).await?;
+    assert_eq!(refused.code, Some(4), "{refused:?}");
+    assert!(refused.stderr.contains("not replicated"), "{refused:?}");
+    let provisioned = ctl(&address, &["--json", "provision", "--num-partitions", "3"]).await?;
+    assert_eq!(provisioned.code, Some(0), "{provisioned:?}");
+    assert_eq!(provisioned.json()?["node"], "N1:1", "{provisioned:?}");
+    node.wait_ready().await?;
+    let again = ctl(&address, &["provision"]).await?;
+    assert_eq!(
+        again.code,
+        Some(4),
+        "a cluster is provisioned once: {again:?}"
+    );
+    assert!(again.stderr.contains("not waiting"), "{again:?}");
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(
+        identities(&nodes),
+        [("N1".into(), "node-1".into(), Some(1))]
+    );
+
+    let config = ctl(&address, &["config", "get"]).await?;
+    assert_eq!(config.code, Some(0), "{config:?}");
+    assert!(
+        config.stdout.contains("auto-provision = false"),
+        "{config:?}"
+    );
+
+    // A node that waits stops at once on SIGTERM, with nothing to close.
+    let mut waiting = spec(2).spawn()?;
+    waiting
+        .wait_for_log("waiting to be provisioned", Duration::from_secs(30))
+        .await?;
+    waiting.signal(Signal::SIGTERM)?;
+    let status = waiting.wait_exit(Duration::from_secs(10)).await?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}

@@ -13,8 +13,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use reprise_metadata_server::{MetadataClient, MetadataError, Precondition};
-use reprise_net::proto::{NodeRef, StatusRequest, StatusResponse};
-use reprise_net::{ConnectionOptions, Connections, NetIdentity};
+use reprise_net::proto::{ConfigRequest, NodeRef, ProvisionRequest, StatusRequest, StatusResponse};
+use reprise_net::{ConnectionOptions, Connections, NetError, NetIdentity};
 use reprise_node::ClusterError;
 use reprise_node::cluster;
 use reprise_node_config::{NodeConfig, NodesConfiguration, WorkerState};
@@ -47,8 +47,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Provisions a new cluster through a node started with `auto-provision = false`.
+    Provision {
+        /// Partitions of the new cluster (default: the node's `default-num-partitions`).
+        #[arg(long)]
+        num_partitions: Option<u32>,
+        /// Copies of each partition (default: the node's `default-replication`).
+        #[arg(long)]
+        replication: Option<u32>,
+    },
     /// The cluster's nodes and metadata group at a glance.
     Status,
+    /// A node's effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// The cluster's nodes.
     Nodes {
         #[command(subcommand)]
@@ -88,6 +102,12 @@ enum NodesCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// The configuration of the node at the first `--address`, as `--dump-config` prints it.
+    Get,
 }
 
 #[derive(Subcommand)]
@@ -185,7 +205,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         connections,
         json: cli.json,
     };
+    let first = cli.addresses.first().cloned().unwrap_or_default();
     match cli.command {
+        Command::Provision {
+            num_partitions,
+            replication,
+        } => {
+            ctl.provision(
+                &first,
+                num_partitions.unwrap_or(0),
+                replication.unwrap_or(0),
+            )
+            .await
+        }
+        Command::Config {
+            command: ConfigCommand::Get,
+        } => ctl.config_get(&first).await,
         Command::Status => ctl.status().await,
         Command::Nodes {
             command: NodesCommand::List,
@@ -371,6 +406,66 @@ impl Ctl {
             println!("{}", json!({"removed": names}));
         } else {
             println!("removed {} from the cluster", names.join(", "));
+        }
+        Ok(())
+    }
+
+    /// A failure the node answered with, mapped to the exit code it means.
+    fn node_failure(address: &str, status: tonic::Status) -> Failure {
+        let err = NetError::from(status);
+        let code = match err {
+            NetError::Unreachable(_) | NetError::Unavailable(_) => UNREACHABLE,
+            _ => REFUSED,
+        };
+        Failure {
+            code,
+            error: anyhow::anyhow!("{address}: {err}"),
+        }
+    }
+
+    async fn provision(
+        &self,
+        address: &str,
+        num_partitions: u32,
+        replication: u32,
+    ) -> Result<(), Failure> {
+        let mut client = self.connections.node(address)?;
+        let header = self.connections.identity().header(NodeRef::default());
+        let answer = client
+            .provision(ProvisionRequest {
+                header: Some(header),
+                num_partitions,
+                replication,
+            })
+            .await
+            .map_err(|status| Self::node_failure(address, status))?
+            .into_inner();
+        let node = answer
+            .node
+            .map(|n| format!("N{}:{}", n.id, n.generation))
+            .unwrap_or_default();
+        if self.json {
+            println!("{}", json!({"provisioned": true, "node": node}));
+        } else {
+            println!("the cluster is provisioned; {address} is {node}");
+        }
+        Ok(())
+    }
+
+    async fn config_get(&self, address: &str) -> Result<(), Failure> {
+        let mut client = self.connections.node(address)?;
+        let header = self.connections.identity().header(NodeRef::default());
+        let answer = client
+            .config(ConfigRequest {
+                header: Some(header),
+            })
+            .await
+            .map_err(|status| Self::node_failure(address, status))?
+            .into_inner();
+        if self.json {
+            println!("{}", json!({"address": address, "config": answer.toml}));
+        } else {
+            print!("{}", answer.toml);
         }
         Ok(())
     }

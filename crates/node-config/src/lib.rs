@@ -31,3 +31,4 @@ pub use options::{
 };
 pub use roles::{Role, RoleSet};
 pub use units::{ByteCount, FriendlyDuration};
+pub use validate::replication_problem;

@@ -36,6 +36,9 @@ pub struct Configuration {
     pub auto_provision: bool,
     /// Number of partitions created when the cluster is provisioned.
     pub default_num_partitions: u32,
+    /// Copies of each partition in a cluster provisioned by this node. Only 1 until partitions
+    /// are replicated across nodes.
+    pub default_replication: u32,
     /// How long an orderly shutdown may take before the process exits anyway.
     pub shutdown_timeout: FriendlyDuration,
     /// A tracing filter directive such as `info` or `info,reprise_node=debug`.
@@ -67,6 +70,7 @@ impl Default for Configuration {
             advertised_address: None,
             auto_provision: true,
             default_num_partitions: 24,
+            default_replication: 1,
             shutdown_timeout: FriendlyDuration::from_secs(60),
             log_filter: "info,openraft=warn".to_owned(),
             log_format: LogFormat::Pretty,

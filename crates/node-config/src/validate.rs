@@ -88,6 +88,9 @@ impl Configuration {
                 ),
             );
         }
+        if let Some(problem) = replication_problem(self.default_replication) {
+            bad("default-replication", problem);
+        }
         if self.shutdown_timeout.as_duration().is_zero() {
             bad(
                 "shutdown-timeout",
@@ -210,6 +213,19 @@ fn sockets_overlap(a: SocketAddr, b: SocketAddr) -> bool {
         && a.port() == b.port()
         && a.is_ipv4() == b.is_ipv4()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Why a replication factor cannot be used, if it cannot: partitions have one copy each until
+/// they are replicated across nodes, and a factor that would be accepted and then ignored is
+/// refused instead.
+pub fn replication_problem(replication: u32) -> Option<String> {
+    match replication {
+        1 => None,
+        0 => Some("is 0: every partition needs at least one copy".to_owned()),
+        n => Some(format!(
+            "is {n}, but partitions are not replicated across nodes yet: use 1"
+        )),
+    }
 }
 
 fn check_advertised_address(address: &str) -> Result<(), String> {

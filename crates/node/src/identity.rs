@@ -52,9 +52,9 @@ pub enum IdentityError {
         configured: String,
     },
     #[error(
-        "no cluster has been provisioned in {dir}, `auto-provision` is false and \
-         `metadata-client.addresses` names no node to join; set `auto-provision = true` to start \
-         a new single-node cluster, or name the nodes of the cluster to join"
+        "no cluster has been provisioned in {dir}, this node cannot provision one (it lacks the \
+         metadata-server role) and `metadata-client.addresses` names no node to join: name the \
+         nodes of the cluster to join"
     )]
     NotProvisioned { dir: String },
     #[error(
@@ -77,6 +77,9 @@ pub enum Start {
     Provision,
     /// Nothing here, but other nodes to join through.
     Join,
+    /// Nothing here, nothing to join, and `auto-provision` off: wait until an operator
+    /// provisions the cluster through this node (`reprisectl provision`).
+    AwaitProvision,
     /// A restart. `legacy_nodes` is the node table an older release kept locally.
     Known {
         identity: NodeIdentity,
@@ -97,12 +100,16 @@ pub fn load(store: &LocalStore, config: &Configuration) -> Result<Start, Identit
             .any(|address| address.trim_end_matches('/') != me.trim_end_matches('/'));
         return if others {
             Ok(Start::Join)
-        } else if !config.auto_provision {
-            Err(IdentityError::NotProvisioned { dir })
         } else if !config.roles.contains(Role::MetadataServer) {
-            Err(IdentityError::ProvisionWithoutMetadata { dir })
-        } else {
+            if config.auto_provision {
+                Err(IdentityError::ProvisionWithoutMetadata { dir })
+            } else {
+                Err(IdentityError::NotProvisioned { dir })
+            }
+        } else if config.auto_provision {
             Ok(Start::Provision)
+        } else {
+            Ok(Start::AwaitProvision)
         };
     };
     if identity.cluster_name != config.cluster_name {
@@ -215,19 +222,20 @@ mod tests {
     }
 
     #[test]
-    fn without_auto_provision_or_the_metadata_role_a_fresh_directory_is_refused() {
+    fn without_auto_provision_a_fresh_node_waits_and_without_the_metadata_role_it_is_refused() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let config = Configuration {
             auto_provision: false,
             ..config(tmp.path())
         };
         let store = LocalStore::open(&config.node_dir()).expect("open");
-        let err = load(&store, &config).expect_err("nothing provisioned");
-        assert!(matches!(err, IdentityError::NotProvisioned { .. }), "{err}");
+        assert!(matches!(load(&store, &config), Ok(Start::AwaitProvision)));
         let config = Configuration {
             roles: [Role::Worker].into_iter().collect(),
             ..config
         };
+        let err = load(&store, &config).expect_err("nothing provisioned");
+        assert!(matches!(err, IdentityError::NotProvisioned { .. }), "{err}");
         let config = Configuration {
             auto_provision: true,
             ..config

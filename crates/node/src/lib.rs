@@ -81,6 +81,8 @@ pub enum NodeError {
     Worker(#[from] WorkerError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("the node was stopped while it waited to be provisioned")]
+    StoppedBeforeProvisioning,
 }
 
 /// A node that has claimed its directory and bound its ports, ready to [`run`](Node::run).
@@ -234,6 +236,7 @@ impl Node {
                     &admin,
                     &ingress,
                     ingress_endpoint,
+                    &shutdown,
                 )
                 .await;
                 match started {
@@ -273,6 +276,11 @@ impl Node {
                 drain(&mut ingress_tasks, deadline).await;
                 drain(&mut control_tasks, deadline).await;
                 BoundAddresses::remove(data_dir.path());
+                // Stopped while it waited to be provisioned: nothing had started.
+                if matches!(err, NodeError::StoppedBeforeProvisioning) {
+                    info!("stopped");
+                    return Ok(());
+                }
                 return Err(err);
             }
         };
@@ -348,6 +356,9 @@ struct Net {
     groups: RaftGroups,
     metadata: MetadataSlot,
     liveness: liveness::Liveness,
+    provisioning: node_service::ProvisionSlot,
+    config_toml: String,
+    default_num_partitions: u32,
     health: Health,
     name: String,
     address: String,
@@ -363,6 +374,9 @@ impl Net {
             groups: RaftGroups::default(),
             metadata: MetadataSlot::default(),
             liveness: liveness::Liveness::default(),
+            provisioning: node_service::ProvisionSlot::default(),
+            config_toml: config.to_toml().unwrap_or_default(),
+            default_num_partitions: config.default_num_partitions,
             health: health.clone(),
             name: config.node_name.clone(),
             address: config.advertised_address(),
@@ -384,6 +398,9 @@ impl Net {
             identity: self.identity.clone(),
             health: self.health.clone(),
             liveness: self.liveness.clone(),
+            provisioning: self.provisioning.clone(),
+            config_toml: self.config_toml.clone(),
+            default_num_partitions: self.default_num_partitions,
             name: self.name.clone(),
             address: self.address.clone(),
             roles: self.roles.clone(),
@@ -405,15 +422,32 @@ async fn start_roles(
     admin: &AdminHandle,
     ingress: &IngressHandle,
     ingress_endpoint: Option<String>,
+    shutdown: &CancellationToken,
 ) -> Result<(NodeIdentity, Roles), NodeError> {
     let address = config.advertised_address();
     let peers = config.metadata_client.addresses.clone();
     let remote = || MetadataClient::remote(net.connections.clone(), peers.clone());
+    let mut num_partitions = config.default_num_partitions;
+    let (start, mut order) = match start {
+        Start::AwaitProvision => {
+            let orders = net.provisioning.open();
+            info!("waiting to be provisioned: run `reprisectl provision` against this node");
+            let order = tokio::select! {
+                order = orders => order.map_err(|_| NodeError::StoppedBeforeProvisioning)?,
+                _ = shutdown.cancelled() => return Err(NodeError::StoppedBeforeProvisioning),
+            };
+            num_partitions = order.num_partitions;
+            info!(num_partitions, "provisioning the cluster as asked");
+            (Start::Provision, Some(order))
+        }
+        start => (start, None),
+    };
     let provisioning = matches!(start, Start::Provision);
 
     // The plain id comes first: it is the node's member id in the metadata group.
     let (plain_id, legacy_nodes, joined) = match start {
-        Start::Provision => (PlainNodeId::MIN, None, None),
+        // Turned into `Provision` above once the order came.
+        Start::Provision | Start::AwaitProvision => (PlainNodeId::MIN, None, None),
         Start::Known {
             identity,
             legacy_nodes,
@@ -488,6 +522,9 @@ async fn start_roles(
             }
         };
         net.identity.set_me(me);
+        if let Some(order) = order.take() {
+            order.done(Ok(me));
+        }
         let identity = NodeIdentity {
             node_name: config.node_name.clone(),
             cluster_name: config.cluster_name.clone(),
@@ -518,7 +555,7 @@ async fn start_roles(
                     member_id: u64::from(me.id().as_u32()),
                     address: address.clone(),
                     cluster_name: config.cluster_name.clone(),
-                    num_partitions: config.default_num_partitions,
+                    num_partitions,
                     timers_in_memory: usize::try_from(config.worker.num_timers_in_memory_limit)
                         .unwrap_or(usize::MAX),
                     invoker: reprise_invoker::Config::from_options(
@@ -573,7 +610,11 @@ async fn start_roles(
         ));
         Ok::<_, NodeError>((identity, (stop, heartbeats)))
     };
-    match started.await {
+    let started = started.await;
+    if let (Some(order), Err(err)) = (order.take(), &started) {
+        order.done(Err(err.to_string()));
+    }
+    match started {
         Ok((identity, liveness)) => Ok((
             identity,
             Roles {
