@@ -228,17 +228,12 @@ impl Node {
             Ok((store, start)) => {
                 // What the admin API's `/version` names as the ingress endpoint.
                 let ingress_endpoint = addresses.ingress.map(|addr| format!("http://{addr}/"));
-                let started = start_roles(
-                    &config,
-                    &store,
-                    start,
-                    &net,
-                    &admin,
-                    &ingress,
+                let apis = Apis {
+                    admin: &admin,
+                    ingress: &ingress,
                     ingress_endpoint,
-                    &shutdown,
-                )
-                .await;
+                };
+                let started = start_roles(&config, &store, start, &net, apis, &shutdown).await;
                 match started {
                     Ok((identity, roles)) => Ok((store, identity, roles)),
                     Err(err) => {
@@ -409,6 +404,14 @@ impl Net {
     }
 }
 
+/// The APIs a start hands their state to once what they serve has started.
+struct Apis<'a> {
+    admin: &'a AdminHandle,
+    ingress: &'a IngressHandle,
+    /// What the admin API's `/version` names as the ingress endpoint.
+    ingress_endpoint: Option<String>,
+}
+
 /// Starts the roles that need storage, in the order a cluster needs them: the node's place in
 /// the cluster (provisioning a new one, joining one, or restarting as a known node), the
 /// metadata member and the node's entry in the node table, the worker's partitions (waiting
@@ -419,11 +422,14 @@ async fn start_roles(
     store: &LocalStore,
     start: Start,
     net: &Net,
-    admin: &AdminHandle,
-    ingress: &IngressHandle,
-    ingress_endpoint: Option<String>,
+    apis: Apis<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(NodeIdentity, Roles), NodeError> {
+    let Apis {
+        admin,
+        ingress,
+        ingress_endpoint,
+    } = apis;
     let address = config.advertised_address();
     let peers = config.metadata_client.addresses.clone();
     let remote = || MetadataClient::remote(net.connections.clone(), peers.clone());
