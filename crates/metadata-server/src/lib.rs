@@ -121,7 +121,18 @@ pub struct MetadataServerOptions {
     pub peers: Vec<String>,
     /// Where the node's `Metadata` service finds this member.
     pub slot: MetadataSlot,
+    /// A snapshot is cut once the commands applied since the last one hold this many bytes
+    /// (besides every 1 000 entries), so the log, and with it the disk, stays bounded by size.
+    pub snapshot_after_bytes: u64,
 }
+
+impl MetadataServerOptions {
+    /// The default of [`snapshot_after_bytes`](Self::snapshot_after_bytes): 32 MiB.
+    pub const SNAPSHOT_AFTER_BYTES: u64 = 32 * 1024 * 1024;
+}
+
+/// How often the size of the log since the last snapshot is looked at.
+const SNAPSHOT_CHECK: Duration = Duration::from_millis(500);
 
 /// A running metadata server. Stop it with [`MetadataServer::shutdown`].
 pub struct MetadataServer {
@@ -133,6 +144,8 @@ pub struct MetadataServer {
     connections: Connections,
     peers: Vec<String>,
     slot: MetadataSlot,
+    /// Cuts snapshots by size; aborted at shutdown.
+    snapshots_by_size: tokio::task::JoinHandle<()>,
 }
 
 impl MetadataServer {
@@ -159,7 +172,9 @@ impl MetadataServer {
             election_timeout_min: 200,
             election_timeout_max: 400,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
-            max_in_snapshot_log_to_keep: 100,
+            // Kept after a snapshot for followers that lag a little; with values of up to
+            // 16 MiB more would undo the bound that snapshots by size give the log.
+            max_in_snapshot_log_to_keep: 16,
             ..Default::default()
         }
         .validate()
@@ -177,6 +192,11 @@ impl MetadataServer {
             raft: raft.clone(),
             shared: shared.clone(),
         }));
+        let snapshots_by_size = tokio::spawn(snapshot_by_size(
+            raft.clone(),
+            shared.clone(),
+            options.snapshot_after_bytes,
+        ));
         Ok(Self {
             raft,
             shared,
@@ -186,6 +206,7 @@ impl MetadataServer {
             connections: options.connections,
             peers: options.peers,
             slot: options.slot,
+            snapshots_by_size,
         })
     }
 
@@ -243,6 +264,7 @@ impl MetadataServer {
     /// Stops the raft task and flushes the store to disk.
     pub async fn shutdown(self) -> Result<(), MetadataError> {
         self.slot.set(None);
+        self.snapshots_by_size.abort();
         self.raft
             .shutdown()
             .await
@@ -251,6 +273,21 @@ impl MetadataServer {
         reprise_rocksdb::blocking(move || reprise_rocksdb::close(&db))
             .await
             .map_err(|e| MetadataError::Storage(e.to_string()))
+    }
+}
+
+/// Asks openraft for a snapshot whenever the commands applied since the last one hold more than
+/// `limit` bytes: the entry-count policy alone would let a log of large values grow to
+/// gigabytes before its first snapshot.
+async fn snapshot_by_size(raft: Raft<types::TypeConfig>, shared: Arc<SharedState>, limit: u64) {
+    loop {
+        tokio::time::sleep(SNAPSHOT_CHECK).await;
+        if shared.logged_bytes() > limit
+            && let Err(err) = raft.trigger().snapshot().await
+        {
+            tracing::warn!(%err, "asking for a metadata snapshot");
+            return;
+        }
     }
 }
 

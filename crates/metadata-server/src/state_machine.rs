@@ -47,9 +47,17 @@ type Membership = StoredMembership<u64, openraft::BasicNode>;
 pub struct SharedState {
     values: RwLock<BTreeMap<String, VersionedValue>>,
     watchers: Mutex<HashMap<String, watch::Sender<Option<Version>>>>,
+    /// Bytes of commands applied since the last snapshot was cut: what the log holds beyond
+    /// the snapshot, which a size-driven snapshot bounds.
+    logged_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl SharedState {
+    /// Bytes of commands applied since the last snapshot was cut.
+    pub fn logged_bytes(&self) -> u64 {
+        self.logged_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn get(&self, key: &str) -> Option<VersionedValue> {
         // A poisoned lock means a panic mid-update elsewhere; the map itself is still whole
         // (updates are single inserts), so reading on is safe.
@@ -270,6 +278,9 @@ impl StateMachine {
     }
 
     async fn cut_snapshot(&self) -> PendingSnapshot {
+        self.shared
+            .logged_bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let snapshot_id = match self.applied {
             Some(applied) => format!("{}-{}", applied.leader_id, applied.index),
             None => "empty".to_owned(),
@@ -305,6 +316,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::NoCommand,
                 EntryPayload::Normal(command) => {
+                    let size = match command {
+                        Command::Put { key, value, .. } => key.len() + value.len(),
+                        Command::Delete { key, .. } => key.len(),
+                    };
+                    self.shared.logged_bytes.fetch_add(
+                        u64::try_from(size).unwrap_or(u64::MAX),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     self.apply_command(command, &mut changes, &mut batch)?
                 }
                 EntryPayload::Membership(membership) => {

@@ -18,6 +18,7 @@ fn options(dir: &std::path::Path) -> MetadataServerOptions {
         ),
         peers: Vec::new(),
         slot: Default::default(),
+        snapshot_after_bytes: MetadataServerOptions::SNAPSHOT_AFTER_BYTES,
     }
 }
 
@@ -209,5 +210,51 @@ async fn a_snapshot_is_kept_as_a_file_and_a_restart_after_the_purge_restores_eve
         assert_eq!(value.value.as_ref(), (1_050 + key).to_be_bytes());
         assert_eq!(value.version, 22);
     }
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_log_of_large_values_is_snapshotted_by_size_long_before_its_entry_count() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let snapshot = tmp
+        .path()
+        .join(MetadataServer::SNAPSHOT_DIR)
+        .join("current.snap");
+    {
+        let mut options = options(tmp.path());
+        options.snapshot_after_bytes = 256 * 1024;
+        let server = MetadataServer::start(options).await.expect("start");
+        server.provision_single_member().await.expect("provision");
+        let client = server.client();
+        // 24 entries of 16 KiB: far below the 1 000 entries of the count policy, over the
+        // 256 KiB of the size one.
+        for n in 0..24u8 {
+            client
+                .put(
+                    &format!("large-{}", n % 4),
+                    Bytes::from(vec![n; 16 * 1024]),
+                    Precondition::None,
+                )
+                .await
+                .expect("write");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !snapshot.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot after 384 KiB of writes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.shutdown().await.expect("shutdown");
+    }
+    let server = started(tmp.path()).await;
+    let value = server
+        .client()
+        .get("large-3")
+        .await
+        .expect("get")
+        .expect("a value after the restart");
+    assert_eq!(value.value.as_ref(), vec![23u8; 16 * 1024].as_slice());
     server.shutdown().await.expect("shutdown");
 }

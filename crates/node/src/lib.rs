@@ -483,6 +483,7 @@ async fn start_roles(
             connections: net.connections.clone(),
             peers: peers.clone(),
             slot: net.metadata.clone(),
+            snapshot_after_bytes: MetadataServerOptions::SNAPSHOT_AFTER_BYTES,
         })
         .await?;
         net.groups
