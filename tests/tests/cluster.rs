@@ -522,3 +522,61 @@ async fn a_node_without_auto_provision_waits_until_reprisectl_provisions_it() ->
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_member_that_comes_back_at_another_address_keeps_its_vote() -> anyhow::Result<()> {
+    // Ports the OS picks: every start of a node gets new ones.
+    let dir = tempfile::tempdir()?;
+    let mut first = NodeSpec::new(dir.path(), "node-1")
+        .env("REPRISE_DEFAULT_NUM_PARTITIONS", "2")
+        .spawn()?;
+    let entry = format!("http://{}", first.wait_ready().await?.node);
+    let joining = |name: &str| {
+        NodeSpec::new(dir.path(), name).env(
+            "REPRISE_METADATA_CLIENT__ADDRESSES",
+            &format!("[\"{entry}\"]"),
+        )
+    };
+    let mut second = joining("node-2").spawn()?;
+    second.wait_ready().await?;
+    let third_spec = joining("node-3");
+    let mut third = third_spec.spawn()?;
+    let before = third.wait_ready().await?.node;
+
+    third.signal(Signal::SIGTERM)?;
+    third.wait_exit(Duration::from_secs(30)).await?;
+    let mut third = third_spec.spawn()?;
+    let after = third.wait_ready().await?.node;
+    assert_ne!(before, after, "the restart got new ports");
+
+    // Without the second node, the first and the third are the majority: the third must
+    // be reached at its new address.
+    second.signal(Signal::SIGKILL)?;
+    second.wait_exit(Duration::from_secs(10)).await?;
+    let file = dir.path().join("value");
+    std::fs::write(&file, b"v")?;
+    let put = ctl(
+        &entry,
+        &[
+            "metadata",
+            "put",
+            "--key",
+            "moved",
+            "--version",
+            "0",
+            &file.to_string_lossy(),
+        ],
+    )
+    .await?;
+    assert_eq!(put.code, Some(0), "{put:?}");
+    let servers = ctl(&entry, &["--json", "metadata-server", "list-servers"])
+        .await?
+        .json()?;
+    let listed = servers["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["address"] == format!("http://{after}")))
+        .is_some();
+    assert!(listed, "the group lists the new address: {servers}");
+    drop(first);
+    Ok(())
+}

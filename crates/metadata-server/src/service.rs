@@ -130,11 +130,27 @@ impl Local {
         let change = |err: &dyn std::fmt::Display| {
             NetError::Unavailable(format!("adding N{id} to the metadata group: {err}"))
         };
-        if !self.members().members.iter().any(|m| m.id == id && m.voter) {
+        let members = self.members().members;
+        let known = members.iter().find(|m| m.id == id);
+        if let Some(member) = known
+            && member.address != address
+        {
+            // A member that came back at another address: the others must send there now.
+            self.raft
+                .change_membership(
+                    ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node.clone())])),
+                    false,
+                )
+                .await
+                .map_err(|err| change(&err))?;
+        }
+        if known.is_none() {
             self.raft
                 .add_learner(id, node, true)
                 .await
                 .map_err(|err| change(&err))?;
+        }
+        if !known.is_some_and(|m| m.voter) {
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await

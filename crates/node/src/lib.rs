@@ -689,6 +689,20 @@ async fn join_metadata_group(
         Ok(state)
     })
     .await?;
+    if state == MetadataServerState::Member {
+        // A member that restarted at another address (a new port or machine address) has the
+        // leader point the group at it.
+        let listed = client.members().await?;
+        if listed
+            .members
+            .iter()
+            .any(|m| m.id == u64::from(id.as_u32()) && m.address != address)
+        {
+            info!(node_id = %id, address, "telling the metadata group this member's new address");
+            client.add_member(u64::from(id.as_u32()), address).await?;
+        }
+        return Ok(());
+    }
     if state != MetadataServerState::Provisioning {
         return Ok(());
     }
