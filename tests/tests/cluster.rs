@@ -580,3 +580,39 @@ async fn a_member_that_comes_back_at_another_address_keeps_its_vote() -> anyhow:
     drop(first);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_refuses_another_cluster_of_the_same_name() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut a = NodeSpec::new(&dir.path().join("a"), "first").spawn()?;
+    let a_address = format!("http://{}", a.wait_ready().await?.node);
+    let mut b = NodeSpec::new(&dir.path().join("b"), "first").spawn()?;
+    let b_address = format!("http://{}", b.wait_ready().await?.node);
+    // A worker without a metadata member of its own reaches the store through its addresses.
+    let worker = |through: &str| {
+        NodeSpec::new(&dir.path().join("a"), "worker")
+            .env("REPRISE_ROLES", "worker")
+            .env(
+                "REPRISE_METADATA_CLIENT__ADDRESSES",
+                &format!("[\"{through}\"]"),
+            )
+    };
+    let mut joined = worker(&a_address).spawn()?;
+    joined.wait_ready().await?;
+    joined.signal(Signal::SIGTERM)?;
+    joined.wait_exit(Duration::from_secs(30)).await?;
+
+    // Both clusters are `localcluster`; the fingerprint tells them apart.
+    let mut astray = worker(&b_address).spawn()?;
+    let status = astray.wait_exit(Duration::from_secs(60)).await?;
+    assert!(!status.success(), "{status}");
+    let logs = astray.logs();
+    assert!(logs.contains("belongs to another cluster"), "{logs}");
+    let nodes = nodes_list(&b_address).await?;
+    assert_eq!(
+        identities(&nodes),
+        [("N1".into(), "first".into(), Some(1))],
+        "nothing of the astray node reached the other cluster"
+    );
+    Ok(())
+}

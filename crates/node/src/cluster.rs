@@ -44,6 +44,17 @@ pub enum ClusterError {
     )]
     ClusterMismatch { stored: String, configured: String },
     #[error(
+        "this node belongs to another cluster named `{name}` (fingerprint {mine:016x}) than the \
+         one reached through the metadata store (fingerprint {theirs:016x}); point \
+         `metadata-client.addresses` at its own cluster, or give it a fresh `base-dir` to join \
+         this one"
+    )]
+    OtherCluster {
+        name: String,
+        mine: u64,
+        theirs: u64,
+    },
+    #[error(
         "the cluster has no node table yet: provision it first (start its first node with \
          `auto-provision = true`, or run `reprisectl provision`)"
     )]
@@ -156,6 +167,14 @@ pub async fn update<T>(
     Err(ClusterError::Contended(what))
 }
 
+/// What the cluster marker says: which cluster this is, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub provisioned_at: MillisSinceEpoch,
+    /// Random, chosen at provisioning (0 in clusters provisioned before it existed).
+    pub fingerprint: u64,
+}
+
 /// Writes the node table and cluster marker of a newly provisioned cluster, if there is none
 /// yet (a provisioning that crashed half way finds them on its next start).
 pub async fn provision(
@@ -166,6 +185,7 @@ pub async fn provision(
     let marker = proto::ClusterMarker {
         cluster_name: nodes.cluster_name().to_owned(),
         provisioned_at: provisioned_at.as_u64(),
+        fingerprint: rand::random::<u64>().max(1),
     };
     for (key, value) in [
         (CLUSTER_KEY, marker.encode_to_vec()),
@@ -182,11 +202,8 @@ pub async fn provision(
     Ok(())
 }
 
-/// When the cluster was provisioned, checking that it is the one this node is configured for.
-pub async fn provisioned_at(
-    metadata: &MetadataClient,
-    cluster_name: &str,
-) -> Result<MillisSinceEpoch, ClusterError> {
+/// The cluster marker, checking that it is the cluster this node is configured for.
+pub async fn marker(metadata: &MetadataClient, cluster_name: &str) -> Result<Marker, ClusterError> {
     let value = metadata
         .get(CLUSTER_KEY)
         .await?
@@ -199,7 +216,10 @@ pub async fn provisioned_at(
             configured: cluster_name.to_owned(),
         });
     }
-    Ok(MillisSinceEpoch::new(marker.provisioned_at))
+    Ok(Marker {
+        provisioned_at: MillisSinceEpoch::new(marker.provisioned_at),
+        fingerprint: marker.fingerprint,
+    })
 }
 
 /// Records a start of the node `name`: added with the next plain id if the cluster does not know

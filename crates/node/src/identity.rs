@@ -27,6 +27,9 @@ pub struct NodeIdentity {
     pub node_id: GenerationalNodeId,
     /// When the cluster was provisioned by this node.
     pub provisioned_at: MillisSinceEpoch,
+    /// The cluster's fingerprint (see `cluster::Marker`); 0 in records written before it.
+    #[serde(default)]
+    pub fingerprint: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +177,7 @@ mod tests {
             cluster_name: config.cluster_name.clone(),
             node_id: PlainNodeId::MIN.with_generation(1),
             provisioned_at: MillisSinceEpoch::now(),
+            fingerprint: 7,
         }
     }
 

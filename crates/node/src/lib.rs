@@ -451,13 +451,17 @@ async fn start_roles(
     let provisioning = matches!(start, Start::Provision);
 
     // The plain id comes first: it is the node's member id in the metadata group.
+    let mut known_fingerprint = None;
     let (plain_id, legacy_nodes, joined) = match start {
         // Turned into `Provision` above once the order came.
         Start::Provision | Start::AwaitProvision => (PlainNodeId::MIN, None, None),
         Start::Known {
             identity,
             legacy_nodes,
-        } => (identity.node_id.id(), legacy_nodes, None),
+        } => {
+            known_fingerprint = Some(identity.fingerprint);
+            (identity.node_id.id(), legacy_nodes, None)
+        }
         Start::Join => {
             info!(through = ?peers, "joining the cluster");
             let client = remote();
@@ -517,6 +521,20 @@ async fn start_roles(
             info!("moving the node table from the local store into the metadata store");
             cluster::provision(&client, &legacy, MillisSinceEpoch::now()).await?;
         }
+        let marker = until_available(|| cluster::marker(&client, &config.cluster_name)).await?;
+        // The same name is not the same cluster: a node keeps to the one it joined.
+        if let Some(mine) = known_fingerprint
+            && mine != 0
+            && marker.fingerprint != 0
+            && mine != marker.fingerprint
+        {
+            return Err(ClusterError::OtherCluster {
+                name: config.cluster_name.clone(),
+                mine,
+                theirs: marker.fingerprint,
+            }
+            .into());
+        }
         let me = match joined {
             Some(me) => me,
             // A restarting member may have to wait for the others to form a quorum again.
@@ -536,7 +554,8 @@ async fn start_roles(
             node_name: config.node_name.clone(),
             cluster_name: config.cluster_name.clone(),
             node_id: me,
-            provisioned_at: cluster::provisioned_at(&client, &config.cluster_name).await?,
+            provisioned_at: marker.provisioned_at,
+            fingerprint: marker.fingerprint,
         };
         let (saving, saved) = (store.clone(), identity.clone());
         tokio::task::spawn_blocking(move || identity::save(&saving, &saved))
