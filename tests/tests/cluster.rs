@@ -616,3 +616,141 @@ async fn a_node_refuses_another_cluster_of_the_same_name() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// Protobuf by hand, for a node table an operator writes with `metadata put`.
+mod wire {
+    pub fn varint(mut value: u64, out: &mut Vec<u8>) {
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    pub fn number(field: u64, value: u64, out: &mut Vec<u8>) {
+        varint(field << 3, out);
+        varint(value, out);
+    }
+
+    pub fn bytes(field: u64, value: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(value.len() as u64, out);
+        out.extend_from_slice(value);
+    }
+
+    /// A `NodeEntry` of `proto/cluster.proto`.
+    pub fn node(
+        id: u64,
+        name: &str,
+        generation: u64,
+        address: &str,
+        roles: &[&str],
+        worker: &str,
+        metadata: &str,
+    ) -> Vec<u8> {
+        let mut node = Vec::new();
+        bytes(1, name.as_bytes(), &mut node);
+        if generation != 0 {
+            number(2, generation, &mut node);
+        }
+        bytes(3, address.as_bytes(), &mut node);
+        for role in roles {
+            bytes(4, role.as_bytes(), &mut node);
+        }
+        bytes(5, worker.as_bytes(), &mut node);
+        bytes(6, metadata.as_bytes(), &mut node);
+        let mut entry = Vec::new();
+        number(1, id, &mut entry);
+        bytes(2, &node, &mut entry);
+        entry
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_has_not_started_yet_is_listed_as_joining() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let spec = NodeSpec::new(dir.path(), "n1");
+    let mut node = spec.spawn()?;
+    let address = format!("http://{}", node.wait_ready().await?.node);
+    let current = ctl(
+        &address,
+        &["--json", "metadata", "get", "--key", "nodes-config"],
+    )
+    .await?
+    .json()?;
+    let version = current["version"].as_u64().unwrap_or_default().to_string();
+
+    // N1 as it is, and N2: added, never started (no generation).
+    let all = ["metadata-server", "worker", "ingress", "admin"];
+    let mut table = Vec::new();
+    wire::number(1, 50, &mut table);
+    wire::bytes(2, b"localcluster", &mut table);
+    wire::bytes(
+        3,
+        &wire::node(1, "n1", 1, &address, &all, "active", "member"),
+        &mut table,
+    );
+    wire::bytes(
+        3,
+        &wire::node(
+            2,
+            "pending",
+            0,
+            "http://127.0.0.1:9",
+            &["worker"],
+            "provisioning",
+            "standby",
+        ),
+        &mut table,
+    );
+    let file = dir.path().join("nodes-config");
+    std::fs::write(&file, &table)?;
+    let put = ctl(
+        &address,
+        &[
+            "metadata",
+            "put",
+            "--key",
+            "nodes-config",
+            "--version",
+            &version,
+            &file.to_string_lossy(),
+        ],
+    )
+    .await?;
+    assert_eq!(put.code, Some(0), "{put:?}");
+
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(
+        identities(&nodes),
+        [
+            ("N1".into(), "n1".into(), Some(1)),
+            ("N2".into(), "pending".into(), None)
+        ]
+    );
+    assert_eq!(nodes[1]["alive"], false, "{nodes:?}");
+    let status = ctl(&address, &["status"]).await?;
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let pending = status
+        .stdout
+        .lines()
+        .find(|line| line.contains("pending"))
+        .unwrap_or_default();
+    assert!(pending.contains("joining"), "{}", status.stdout);
+
+    // The node carries on, and keeps to the table across a restart.
+    node.signal(Signal::SIGTERM)?;
+    node.wait_exit(Duration::from_secs(30)).await?;
+    let mut node = spec.spawn()?;
+    let address = format!("http://{}", node.wait_ready().await?.node);
+    let nodes = nodes_list(&address).await?;
+    assert_eq!(
+        identities(&nodes),
+        [
+            ("N1".into(), "n1".into(), Some(2)),
+            ("N2".into(), "pending".into(), None)
+        ]
+    );
+    assert!(!node.logs().contains("panicked"), "{}", node.logs());
+    Ok(())
+}
