@@ -754,3 +754,56 @@ async fn a_node_that_has_not_started_yet_is_listed_as_joining() -> anyhow::Resul
     assert!(!node.logs().contains("panicked"), "{}", node.logs());
     Ok(())
 }
+
+#[tokio::test]
+async fn force_node_id_picks_the_id_and_refuses_a_taken_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let first_spec = NodeSpec::new(dir.path(), "first");
+    let mut first = first_spec.spawn()?;
+    let entry = format!("http://{}", first.wait_ready().await?.node);
+    let joining = |name: &str, id: &str| {
+        NodeSpec::new(dir.path(), name)
+            .env("REPRISE_ROLES", "worker")
+            .env("REPRISE_FORCE_NODE_ID", id)
+            .env(
+                "REPRISE_METADATA_CLIENT__ADDRESSES",
+                &format!("[\"{entry}\"]"),
+            )
+    };
+    let mut seventh = joining("seventh", "7").spawn()?;
+    seventh.wait_ready().await?;
+    let nodes = nodes_list(&entry).await?;
+    assert_eq!(
+        identities(&nodes),
+        [
+            ("N1".into(), "first".into(), Some(1)),
+            ("N7".into(), "seventh".into(), Some(1))
+        ]
+    );
+
+    let mut clash = joining("clash", "7").spawn()?;
+    let status = clash.wait_exit(Duration::from_secs(60)).await?;
+    assert!(!status.success(), "{status}");
+    assert!(
+        clash
+            .logs()
+            .contains("node id N7 is taken by node `seventh`"),
+        "{}",
+        clash.logs()
+    );
+
+    // Data of N1 under another forced id is refused before anything starts.
+    first.signal(Signal::SIGTERM)?;
+    first.wait_exit(Duration::from_secs(30)).await?;
+    let mut renamed = first_spec.env("REPRISE_FORCE_NODE_ID", "2").spawn()?;
+    let status = renamed.wait_exit(Duration::from_secs(30)).await?;
+    assert!(!status.success(), "{status}");
+    assert!(
+        renamed
+            .logs()
+            .contains("belongs to node N1, but `force-node-id` asks for N2"),
+        "{}",
+        renamed.logs()
+    );
+    Ok(())
+}

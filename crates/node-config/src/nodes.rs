@@ -183,6 +183,8 @@ pub enum NodesConfigError {
     NameTaken { name: String, id: PlainNodeId },
     #[error("the cluster has run out of node ids")]
     IdsExhausted,
+    #[error("node id {id} is taken by node `{name}`")]
+    IdTaken { id: PlainNodeId, name: String },
     #[error("node {0} has run out of generations")]
     GenerationsExhausted(PlainNodeId),
     #[error(
@@ -311,6 +313,44 @@ impl NodesConfiguration {
             Some(last) => last.next().ok_or(NodesConfigError::IdsExhausted)?,
             None => PlainNodeId::MIN,
         };
+        self.insert_new(name, id, address, roles)
+    }
+
+    /// Adds a node that has not started yet under the id it asks for (`force-node-id`): refused
+    /// when a live node has that id or a removed one had it.
+    pub fn add_node_with_id(
+        &mut self,
+        name: &str,
+        id: PlainNodeId,
+        address: String,
+        roles: RoleSet,
+    ) -> Result<PlainNodeId, NodesConfigError> {
+        if let Some(existing) = self.find_by_name(name) {
+            return Err(NodesConfigError::NameTaken {
+                name: name.to_owned(),
+                id: existing.id,
+            });
+        }
+        match self.nodes.get(&id) {
+            Some(NodeEntry::Tombstone) => return Err(NodesConfigError::Removed(id)),
+            Some(NodeEntry::Node(node)) => {
+                return Err(NodesConfigError::IdTaken {
+                    id,
+                    name: node.name.clone(),
+                });
+            }
+            None => {}
+        }
+        self.insert_new(name, id, address, roles)
+    }
+
+    fn insert_new(
+        &mut self,
+        name: &str,
+        id: PlainNodeId,
+        address: String,
+        roles: RoleSet,
+    ) -> Result<PlainNodeId, NodesConfigError> {
         let worker_state = if roles.contains(Role::Worker) {
             WorkerState::Provisioning
         } else {

@@ -34,6 +34,9 @@ pub struct Configuration {
     pub advertised_address: Option<String>,
     /// Provision a new cluster when none exists. Exactly one node of a cluster may do this.
     pub auto_provision: bool,
+    /// The plain id this node takes in the cluster instead of the next free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_node_id: Option<u32>,
     /// Number of partitions created when the cluster is provisioned.
     pub default_num_partitions: u32,
     /// Copies of each partition in a cluster provisioned by this node. Only 1 until partitions
@@ -69,6 +72,7 @@ impl Default for Configuration {
             bind_address: any_v4(5122),
             advertised_address: None,
             auto_provision: true,
+            force_node_id: None,
             default_num_partitions: 24,
             default_replication: 1,
             shutdown_timeout: FriendlyDuration::from_secs(60),

@@ -88,6 +88,9 @@ impl Configuration {
                 ),
             );
         }
+        if self.force_node_id == Some(0) {
+            bad("force-node-id", "is 0: node ids start at 1 (N1)".to_owned());
+        }
         if let Some(problem) = replication_problem(self.default_replication) {
             bad("default-replication", problem);
         }

@@ -33,6 +33,7 @@ fn every_key_is_documented_with_its_environment_variable() {
     // Set the optional keys so they appear in the dump too.
     let mut config = Configuration {
         advertised_address: Some("http://127.0.0.1:5122".into()),
+        force_node_id: Some(4),
         ..Configuration::default()
     };
     config.worker.invoker.retry_policy = RetryPolicy {

@@ -55,6 +55,15 @@ pub enum ClusterError {
         theirs: u64,
     },
     #[error(
+        "node `{name}` is {id} in the cluster, but `force-node-id` asks for {forced}; remove the \
+         setting, or start a node of another name"
+    )]
+    ForcedIdMismatch {
+        name: String,
+        id: PlainNodeId,
+        forced: PlainNodeId,
+    },
+    #[error(
         "the cluster has no node table yet: provision it first (start its first node with \
          `auto-provision = true`, or run `reprisectl provision`)"
     )]
@@ -229,10 +238,24 @@ pub async fn register_start(
     name: &str,
     address: &str,
     roles: &RoleSet,
+    forced: Option<PlainNodeId>,
 ) -> Result<(GenerationalNodeId, NodesConfiguration), ClusterError> {
     update(metadata, "a node's start", |nodes| {
-        if nodes.find_by_name(name).is_none() {
-            nodes.add_node(name, address.to_owned(), roles.clone())?;
+        match (nodes.find_by_name(name).map(NodeConfig::id), forced) {
+            (Some(id), Some(forced)) if id != forced => {
+                return Err(ClusterError::ForcedIdMismatch {
+                    name: name.to_owned(),
+                    id,
+                    forced,
+                });
+            }
+            (Some(_), _) => {}
+            (None, Some(forced)) => {
+                nodes.add_node_with_id(name, forced, address.to_owned(), roles.clone())?;
+            }
+            (None, None) => {
+                nodes.add_node(name, address.to_owned(), roles.clone())?;
+            }
         }
         Ok(nodes.register_start(name, address.to_owned(), roles.clone())?)
     })

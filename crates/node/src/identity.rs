@@ -10,7 +10,7 @@
 //! the metadata store.
 
 use reprise_node_config::{Configuration, NodesConfigError, NodesConfiguration, Role};
-use reprise_types::{GenerationalNodeId, MillisSinceEpoch};
+use reprise_types::{GenerationalNodeId, MillisSinceEpoch, PlainNodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::local_store::{LocalStore, StoreError};
@@ -66,6 +66,15 @@ pub enum IdentityError {
          through `metadata-client.addresses`"
     )]
     ProvisionWithoutMetadata { dir: String },
+    #[error(
+        "the data in {dir} belongs to node {stored}, but `force-node-id` asks for {forced}; \
+         remove the setting or use another `base-dir`"
+    )]
+    ForcedIdMismatch {
+        dir: String,
+        stored: PlainNodeId,
+        forced: PlainNodeId,
+    },
     #[error("the node table in {dir} is inconsistent with this node's identity: {source}")]
     Inconsistent {
         dir: String,
@@ -129,6 +138,15 @@ pub fn load(store: &LocalStore, config: &Configuration) -> Result<Start, Identit
             configured: config.node_name.clone(),
         });
     }
+    if let Some(forced) = forced_id(config)
+        && forced != identity.node_id.id()
+    {
+        return Err(IdentityError::ForcedIdMismatch {
+            dir,
+            stored: identity.node_id.id(),
+            forced,
+        });
+    }
     let legacy_nodes: Option<NodesConfiguration> = store.get(NODES_CONFIG_KEY)?;
     Ok(Start::Known {
         identity,
@@ -142,26 +160,33 @@ pub fn save(store: &LocalStore, identity: &NodeIdentity) -> Result<(), IdentityE
     Ok(())
 }
 
+/// The plain id `force-node-id` asks for, if it asks for one.
+pub fn forced_id(config: &Configuration) -> Option<PlainNodeId> {
+    config.force_node_id.and_then(PlainNodeId::new)
+}
+
 /// The node table of a cluster this node is provisioning: itself as node 1, not started yet.
 pub fn first_nodes(config: &Configuration) -> Result<NodesConfiguration, IdentityError> {
     let mut nodes = NodesConfiguration::new(&config.cluster_name);
-    nodes
-        .add_node(
-            &config.node_name,
-            config.advertised_address(),
-            config.roles.clone(),
-        )
-        .map_err(|source| IdentityError::Inconsistent {
-            dir: config.node_dir().display().to_string(),
-            source,
-        })?;
+    let (name, address, roles) = (
+        config.node_name.as_str(),
+        config.advertised_address(),
+        config.roles.clone(),
+    );
+    match forced_id(config) {
+        Some(id) => nodes.add_node_with_id(name, id, address, roles),
+        None => nodes.add_node(name, address, roles),
+    }
+    .map_err(|source| IdentityError::Inconsistent {
+        dir: config.node_dir().display().to_string(),
+        source,
+    })?;
     Ok(nodes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reprise_types::PlainNodeId;
 
     fn config(dir: &std::path::Path) -> Configuration {
         Configuration {

@@ -454,7 +454,11 @@ async fn start_roles(
     let mut known_fingerprint = None;
     let (plain_id, legacy_nodes, joined) = match start {
         // Turned into `Provision` above once the order came.
-        Start::Provision | Start::AwaitProvision => (PlainNodeId::MIN, None, None),
+        Start::Provision | Start::AwaitProvision => (
+            identity::forced_id(config).unwrap_or(PlainNodeId::MIN),
+            None,
+            None,
+        ),
         Start::Known {
             identity,
             legacy_nodes,
@@ -466,7 +470,13 @@ async fn start_roles(
             info!(through = ?peers, "joining the cluster");
             let client = remote();
             let (me, _) = until_available(|| {
-                cluster::register_start(&client, &config.node_name, &address, &config.roles)
+                cluster::register_start(
+                    &client,
+                    &config.node_name,
+                    &address,
+                    &config.roles,
+                    identity::forced_id(config),
+                )
             })
             .await?;
             info!(node_id = %me, "joined the cluster");
@@ -540,7 +550,13 @@ async fn start_roles(
             // A restarting member may have to wait for the others to form a quorum again.
             None => {
                 until_available(|| {
-                    cluster::register_start(&client, &config.node_name, &address, &config.roles)
+                    cluster::register_start(
+                        &client,
+                        &config.node_name,
+                        &address,
+                        &config.roles,
+                        identity::forced_id(config),
+                    )
                 })
                 .await?
                 .0
