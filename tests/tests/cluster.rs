@@ -807,3 +807,46 @@ async fn force_node_id_picks_the_id_and_refuses_a_taken_one() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_second_process_under_a_running_nodes_name_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut first = NodeSpec::new(dir.path(), "first").spawn()?;
+    let entry = format!("http://{}", first.wait_ready().await?.node);
+    let twin = |base: &str| {
+        NodeSpec::new(&dir.path().join(base), "twin")
+            .env("REPRISE_ROLES", "worker")
+            .env(
+                "REPRISE_METADATA_CLIENT__ADDRESSES",
+                &format!("[\"{entry}\"]"),
+            )
+    };
+    let mut running = twin("here").spawn()?;
+    running.wait_ready().await?;
+
+    let mut second = twin("elsewhere").spawn()?;
+    let status = second.wait_exit(Duration::from_secs(60)).await?;
+    assert!(!status.success(), "{status}");
+    assert!(
+        second
+            .logs()
+            .contains("a node named `twin` is running as N2:1"),
+        "{}",
+        second.logs()
+    );
+
+    // Once it is gone, the name can start elsewhere: the same node, one generation on.
+    running.signal(Signal::SIGKILL)?;
+    running.wait_exit(Duration::from_secs(10)).await?;
+    let mut moved = twin("elsewhere").spawn()?;
+    moved.wait_ready().await?;
+    let nodes = nodes_list(&entry).await?;
+    assert_eq!(
+        identities(&nodes),
+        [
+            ("N1".into(), "first".into(), Some(1)),
+            ("N2".into(), "twin".into(), Some(2))
+        ]
+    );
+    Ok(())
+}

@@ -55,6 +55,15 @@ pub enum ClusterError {
         theirs: u64,
     },
     #[error(
+        "a node named `{name}` is running as {id} at {address}: two processes cannot be one \
+         node; stop it first, or give this one another `node-name`"
+    )]
+    NameInUse {
+        name: String,
+        id: GenerationalNodeId,
+        address: String,
+    },
+    #[error(
         "node `{name}` is {id} in the cluster, but `force-node-id` asks for {forced}; remove the \
          setting, or start a node of another name"
     )]
@@ -229,6 +238,35 @@ pub async fn marker(metadata: &MetadataClient, cluster_name: &str) -> Result<Mar
         provisioned_at: MillisSinceEpoch::new(marker.provisioned_at),
         fingerprint: marker.fingerprint,
     })
+}
+
+/// Refuses a start of `name` while another process of that name runs: the node the table
+/// names answers, as itself and in the generation the table records. (A restart on the same
+/// directory never gets here while the old process runs: the directory lock refuses it.)
+pub async fn ensure_name_free(
+    metadata: &MetadataClient,
+    connections: &reprise_net::Connections,
+    name: &str,
+) -> Result<(), ClusterError> {
+    let Some((nodes, _)) = load(metadata).await? else {
+        return Ok(());
+    };
+    let Some(node) = nodes.find_by_name(name) else {
+        return Ok(());
+    };
+    let Some(current) = node.current_generation() else {
+        return Ok(());
+    };
+    let answered =
+        crate::liveness::answers_as(connections, &node.address, node.id().as_u32()).await;
+    if answered == Some(current.generation()) {
+        return Err(ClusterError::NameInUse {
+            name: name.to_owned(),
+            id: current,
+            address: node.address.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Records a start of the node `name`: added with the next plain id if the cluster does not know

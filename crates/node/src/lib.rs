@@ -469,6 +469,10 @@ async fn start_roles(
         Start::Join => {
             info!(through = ?peers, "joining the cluster");
             let client = remote();
+            until_available(|| {
+                cluster::ensure_name_free(&client, &net.connections, &config.node_name)
+            })
+            .await?;
             let (me, _) = until_available(|| {
                 cluster::register_start(
                     &client,
@@ -549,6 +553,10 @@ async fn start_roles(
             Some(me) => me,
             // A restarting member may have to wait for the others to form a quorum again.
             None => {
+                until_available(|| {
+                    cluster::ensure_name_free(&client, &net.connections, &config.node_name)
+                })
+                .await?;
                 until_available(|| {
                     cluster::register_start(
                         &client,

@@ -23,6 +23,24 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// How often the node table is read again (for nodes that joined or moved).
 const TABLE_REFRESH: Duration = Duration::from_secs(5);
 
+/// Asks the node at `address` for its status as node `id`; the generation it answers with
+/// when it answers in time and as that node.
+pub(crate) async fn answers_as(connections: &Connections, address: &str, id: u32) -> Option<u32> {
+    let mut client = connections.node(address).ok()?;
+    let request = StatusRequest {
+        header: Some(connections.identity().header(NodeRef { id, generation: 0 })),
+    };
+    let answer = tokio::time::timeout(HEARTBEAT, client.status(request))
+        .await
+        .ok()?
+        .ok()?;
+    answer
+        .get_ref()
+        .node
+        .filter(|node| node.id == id)
+        .map(|node| node.generation)
+}
+
 /// When each peer last answered. Cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Liveness {
@@ -79,24 +97,7 @@ impl Liveness {
             self.saw(me);
             let asks = peers.iter().map(|(id, address)| {
                 let connections = connections.clone();
-                async move {
-                    let mut client = connections.node(address).ok()?;
-                    let request = StatusRequest {
-                        header: Some(connections.identity().header(NodeRef {
-                            id: *id,
-                            generation: 0,
-                        })),
-                    };
-                    let answer = tokio::time::timeout(HEARTBEAT, client.status(request))
-                        .await
-                        .ok()?
-                        .ok()?;
-                    answer
-                        .get_ref()
-                        .node
-                        .is_some_and(|node| node.id == *id)
-                        .then_some(*id)
-                }
+                async move { answers_as(&connections, address, *id).await.map(|_| *id) }
             });
             for id in futures::future::join_all(asks).await.into_iter().flatten() {
                 self.saw(id);
