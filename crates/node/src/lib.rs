@@ -652,10 +652,12 @@ async fn start_roles(
             });
         }
         let stop = CancellationToken::new();
+        let holds_partitions = worker.as_ref().is_some_and(|w| w.partition_count() > 0);
         let heartbeats = tokio::spawn(net.liveness.clone().run(
             client.clone(),
             net.connections.clone(),
             me.id().as_u32(),
+            holds_partitions,
             stop.clone(),
         ));
         Ok::<_, NodeError>((identity, (stop, heartbeats)))

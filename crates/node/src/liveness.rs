@@ -1,7 +1,8 @@
 //! Which peers are alive, as this node sees them: every second it asks each other node of the
 //! node table for its status (all at once, each with a one-second timeout), and a peer that
 //! answered as itself within the last [`DEAD_AFTER`] is alive. So a node that stops is noticed
-//! within about three seconds, and one that comes back within one.
+//! within about three seconds, and one that comes back within one. The same loop disables this
+//! node's worker once an operator has set it draining and it holds no partition.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::cluster;
+use reprise_node_config::WorkerState;
+use reprise_types::PlainNodeId;
 
 /// How often peers are asked.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -39,6 +42,24 @@ pub(crate) async fn answers_as(connections: &Connections, address: &str, id: u32
         .node
         .filter(|node| node.id == id)
         .map(|node| node.generation)
+}
+
+/// A draining worker that holds no partition has nothing left to hand over: it is disabled.
+async fn disable(metadata: &MetadataClient, me: u32) {
+    let Some(id) = PlainNodeId::new(me) else {
+        return;
+    };
+    let changed = cluster::update(metadata, "disabling a drained worker", |nodes| {
+        if nodes.get(id)?.worker_state() == WorkerState::Draining {
+            nodes.set_worker_state(id, WorkerState::Disabled)?;
+        }
+        Ok(())
+    })
+    .await;
+    match changed {
+        Ok(_) => info!("the worker holds no partition any more: disabled"),
+        Err(err) => debug!(%err, "disabling a drained worker"),
+    }
 }
 
 /// When each peer last answered. Cheap to clone.
@@ -68,12 +89,14 @@ impl Liveness {
             .insert(id, Instant::now());
     }
 
-    /// Asks the peers until `stop` is cancelled.
+    /// Asks the peers until `stop` is cancelled. `holds_partitions`: whether this node's
+    /// worker runs any partition (a draining worker that holds none is disabled).
     pub(crate) async fn run(
         self,
         metadata: MetadataClient,
         connections: Connections,
         me: u32,
+        holds_partitions: bool,
         stop: CancellationToken,
     ) {
         let mut peers: Vec<(u32, String)> = Vec::new();
@@ -83,6 +106,12 @@ impl Liveness {
             if refreshed.is_none_or(|at| at.elapsed() >= TABLE_REFRESH) {
                 match cluster::load(&metadata).await {
                     Ok(Some((nodes, _))) => {
+                        let draining = PlainNodeId::new(me)
+                            .and_then(|id| nodes.get(id).ok())
+                            .is_some_and(|n| n.worker_state() == WorkerState::Draining);
+                        if draining && !holds_partitions {
+                            disable(&metadata, me).await;
+                        }
                         peers = nodes
                             .nodes()
                             .filter(|n| n.id().as_u32() != me && n.current_generation().is_some())

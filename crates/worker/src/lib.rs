@@ -199,6 +199,11 @@ impl Worker {
         self.handle.clone()
     }
 
+    /// How many partitions run on this node.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
     /// Waits until this node leads every partition (on a single node: after the elections
     /// that follow a start).
     pub async fn wait_until_serving(&self, timeout: Duration) -> Result<(), WorkerError> {
