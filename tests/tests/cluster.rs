@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{NodeSpec, ServerProcess, ctl, eventually};
+use reprise_e2e::{NodeSpec, ServerProcess, TestServices, ctl, eventually};
+
+const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 use serde_json::Value;
 
 struct Cluster {
@@ -850,5 +852,70 @@ async fn a_second_process_under_a_running_nodes_name_is_refused() -> anyhow::Res
             ("N2".into(), "twin".into(), Some(2))
         ]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_without_a_metadata_member_follows_the_schema_through_a_watch() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let mut first = NodeSpec::new(dir.path(), "first").spawn()?;
+    let addresses = first.wait_ready().await?.clone();
+    let entry = format!("http://{}", addresses.node);
+    let admin = format!("http://{}", addresses.admin.expect("the admin role runs"));
+    let mut worker = NodeSpec::new(dir.path(), "worker")
+        .env("REPRISE_ROLES", "worker,ingress")
+        .env(
+            "REPRISE_METADATA_CLIENT__ADDRESSES",
+            &format!("[\"{entry}\"]"),
+        )
+        .spawn()?;
+    let ingress = format!(
+        "http://{}",
+        worker
+            .wait_ready()
+            .await?
+            .ingress
+            .expect("the ingress role runs")
+    );
+    let services = TestServices::spawn(SERVICES_BIN, "default").await?;
+    let client = reqwest::Client::new();
+    let registered: Value = client
+        .post(format!("{admin}/deployments"))
+        .json(&serde_json::json!({"uri": services.uri()}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let deployment = registered["id"].as_str().unwrap_or_default().to_owned();
+    let call = || async {
+        client
+            .post(format!("{ingress}/Counter/k/add"))
+            .json(&1)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    // The worker knows the service (its partition runs on the first node: 503, not 404).
+    eventually(
+        "the worker sees the registration",
+        Duration::from_secs(15),
+        || async { call().await == 503 },
+    )
+    .await?;
+    let removed = client
+        .delete(format!("{admin}/deployments/{deployment}?force=true"))
+        .send()
+        .await?;
+    assert_eq!(removed.status().as_u16(), 202);
+    // Only the watch tells its cached schema that the service is gone.
+    eventually(
+        "the worker sees the removal",
+        Duration::from_secs(15),
+        || async { call().await == 404 },
+    )
+    .await?;
+    drop(first);
     Ok(())
 }

@@ -22,8 +22,8 @@ use crate::{LEADER_WAIT, MetadataError};
 
 /// Pause between attempts when no address answered as the leader.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// How often a watch on a node without a local member asks for the key's version.
-const REMOTE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a remote watch waits before it tries another member.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
 
 /// The local member of the group, when this node runs one.
 #[derive(Clone)]
@@ -111,6 +111,13 @@ impl MetadataClient {
         value: Bytes,
         precondition: Precondition,
     ) -> Result<Version, MetadataError> {
+        if value.len() > crate::MAX_VALUE_SIZE {
+            return Err(MetadataError::Refused(format!(
+                "a metadata value may be at most {} bytes; `{key}` has {}",
+                crate::MAX_VALUE_SIZE,
+                value.len()
+            )));
+        }
         let command = Command::Put {
             key: key.to_owned(),
             value: value.clone(),
@@ -174,32 +181,20 @@ impl MetadataClient {
     }
 
     /// Follows the version of `key` (`None` while it has no value) as writes are applied: from
-    /// the local member's state, or by asking the metadata members every half second.
+    /// the local member's state, or through a member's `Watch` stream (another member's when
+    /// that one goes away).
     pub fn watch(&self, key: &str) -> watch::Receiver<Option<Version>> {
         if let Some(local) = &self.local {
             return local.shared.watch(key);
         }
         let (sender, receiver) = watch::channel(None);
-        let client = self.clone();
+        let remote = self.remote.clone();
         let key = key.to_owned();
         // Owned by the receivers: it ends when the last one is dropped.
         tokio::spawn(async move {
-            loop {
-                match client.get(&key).await {
-                    Ok(value) => {
-                        sender.send_if_modified(|current| {
-                            let next = value.as_ref().map(|v| v.version);
-                            let changed = *current != next;
-                            *current = next;
-                            changed
-                        });
-                    }
-                    Err(err) => debug!(%err, key, "watching a metadata key"),
-                }
-                tokio::select! {
-                    _ = sender.closed() => return,
-                    _ = tokio::time::sleep(REMOTE_WATCH_INTERVAL) => {}
-                }
+            tokio::select! {
+                _ = sender.closed() => {}
+                _ = remote.follow(&key, &sender) => {}
             }
         });
         receiver
@@ -288,6 +283,54 @@ impl Local {
 }
 
 impl Remote {
+    /// Streams the versions of `key` from a member into `sender`, moving to another member
+    /// when the stream breaks. Never returns; the caller drops it when nobody watches.
+    async fn follow(&self, key: &str, sender: &watch::Sender<Option<Version>>) {
+        let Some(connections) = &self.connections else {
+            return std::future::pending().await;
+        };
+        let mut next = 0usize;
+        loop {
+            let address = match self.hinted() {
+                Some(address) => address,
+                None if self.addresses.is_empty() => return std::future::pending().await,
+                None => {
+                    next += 1;
+                    self.addresses[(next - 1) % self.addresses.len()].clone()
+                }
+            };
+            let request = proto::WatchRequest {
+                header: Some(connections.identity().header(NodeRef::default())),
+                key: key.to_owned(),
+            };
+            // The channel's request timeout bounds the wait for the stream's start, not the
+            // stream, so a watch can follow a key for ever.
+            match connections.metadata(&address) {
+                Ok(mut client) => match client.watch(request).await {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(event)) = stream.message().await {
+                            let version = event.found.then_some(event.version);
+                            sender.send_if_modified(|current| {
+                                let changed = *current != version;
+                                *current = version;
+                                changed
+                            });
+                        }
+                        debug!(
+                            address,
+                            key, "a metadata watch ended; following another member"
+                        );
+                    }
+                    Err(status) => debug!(address, key, %status, "watching a metadata key"),
+                },
+                Err(err) => debug!(address, key, %err, "watching a metadata key"),
+            }
+            *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            tokio::time::sleep(WATCH_RETRY).await;
+        }
+    }
+
     fn new(connections: Option<Connections>, addresses: Vec<String>) -> Self {
         Self {
             connections,

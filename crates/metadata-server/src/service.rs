@@ -13,7 +13,7 @@ use reprise_net::proto::metadata_server::{Metadata, MetadataServer as MetadataGr
 use reprise_net::proto::{
     AddMemberRequest, AddMemberResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
     MembersRequest, MembersResponse, PutRequest, PutResponse, RemoveMemberRequest,
-    RemoveMemberResponse,
+    RemoveMemberResponse, WatchEvent, WatchRequest,
 };
 use reprise_net::{MAX_MESSAGE_SIZE, NetError, NetIdentity};
 use tonic::{Request, Response, Status};
@@ -26,11 +26,18 @@ use crate::{MAX_VALUE_SIZE, proto_members};
 #[derive(Clone, Default)]
 pub struct MetadataSlot {
     local: Arc<RwLock<Option<Local>>>,
+    /// Cancelled when the member stops: its watch streams end, so that they do not hold the
+    /// node port's graceful shutdown open.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 impl MetadataSlot {
     pub(crate) fn set(&self, local: Option<Local>) {
+        let stopping = local.is_none();
         *self.local.write().unwrap_or_else(|p| p.into_inner()) = local;
+        if stopping {
+            self.stopped.cancel();
+        }
     }
 
     fn get(&self) -> Result<Local, NetError> {
@@ -196,8 +203,48 @@ impl Local {
     }
 }
 
+/// What a watch streams: the version now, then each new one.
+type WatchStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send + 'static>>;
+
+fn event(version: Option<crate::Version>) -> WatchEvent {
+    WatchEvent {
+        found: version.is_some(),
+        version: version.unwrap_or(0),
+    }
+}
+
 #[tonic::async_trait]
 impl Metadata for Service {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let local = self.accept(request.header.as_ref(), "metadata watch")?;
+        let receiver = local.shared.watch(&request.key);
+        let first = *receiver.borrow();
+        let stopped = self.slot.stopped.clone();
+        // Every version this member applies, in order; the stream ends with the member.
+        let stream = futures::stream::unfold(
+            (receiver, Some(first), stopped),
+            |(mut receiver, pending, stopped)| async move {
+                if let Some(version) = pending {
+                    return Some((Ok(event(version)), (receiver, None, stopped)));
+                }
+                tokio::select! {
+                    changed = receiver.changed() => changed.ok()?,
+                    _ = stopped.cancelled() => return None,
+                }
+                let version = *receiver.borrow_and_update();
+                Some((Ok(event(version)), (receiver, None, stopped)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let request = request.into_inner();
         let local = self.accept(request.header.as_ref(), "metadata get")?;

@@ -258,3 +258,21 @@ async fn a_log_of_large_values_is_snapshotted_by_size_long_before_its_entry_coun
     assert_eq!(value.value.as_ref(), vec![23u8; 16 * 1024].as_slice());
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_value_over_the_size_limit_is_refused_with_the_limit() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = started(tmp.path()).await;
+    let client = server.client();
+    let too_large = Bytes::from(vec![0u8; reprise_metadata_server::MAX_VALUE_SIZE + 1]);
+    let err = client
+        .put("big", too_large, Precondition::None)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(&err, MetadataError::Refused(message) if message.contains("at most 16777216 bytes")),
+        "{err}"
+    );
+    assert!(client.get("big").await.expect("get").is_none());
+    server.shutdown().await.expect("shutdown");
+}
