@@ -167,6 +167,13 @@ async fn form_and_restart(layout: Layout) -> anyhow::Result<()> {
             assert_eq!(node["alive"], true, "{node}");
             assert_eq!(node["metadata_server_state"], "member", "{node}");
             assert_eq!(node["worker_state"], "active", "{node}");
+            // One copy of each partition, on the node that provisioned the cluster.
+            let partitions = if node["id"] == "N1" {
+                serde_json::json!(["P0", "P1", "P2", "P3"])
+            } else {
+                serde_json::json!([])
+            };
+            assert_eq!(node["partitions"], partitions, "{node}");
         }
     }
     let servers = ctl(
@@ -459,6 +466,23 @@ async fn a_new_node_on_a_removed_nodes_address_refuses_its_traffic_and_the_clust
     // A removed node stays removed.
     let again = ctl(&entry, &["nodes", "remove", "--nodes", "N3"]).await?;
     assert_eq!(again.code, Some(4), "{again:?}");
+    // The newcomer did not join the metadata group by itself (`auto-join = false`); the
+    // operator adds it.
+    let added = ctl(&entry, &["metadata-server", "add-node", "--node", "N4"]).await?;
+    assert_eq!(added.code, Some(0), "{added:?}");
+    let servers = ctl(&entry, &["--json", "metadata-server", "list-servers"])
+        .await?
+        .json()?;
+    let voters: Vec<&str> = servers["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["voter"] == true)
+                .filter_map(|m| m["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(voters, ["N1", "N2", "N4"], "{servers}");
     cluster.nodes.push(process);
     for node in &cluster.nodes {
         assert!(!node.logs().contains("panicked"), "{}", node.logs());
@@ -756,6 +780,14 @@ async fn a_node_that_has_not_started_yet_is_listed_as_joining() -> anyhow::Resul
         ]
     );
     assert!(!node.logs().contains("panicked"), "{}", node.logs());
+    // The last member of the metadata group cannot leave it.
+    let last = ctl(
+        &address,
+        &["metadata-server", "remove-node", "--node", "N1"],
+    )
+    .await?;
+    assert_eq!(last.code, Some(4), "{last:?}");
+    assert!(last.stderr.contains("last member"), "{last:?}");
     Ok(())
 }
 
@@ -897,6 +929,29 @@ async fn a_node_without_a_metadata_member_follows_the_schema_through_a_watch() -
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
+    // An admin API on a node with no metadata member and no worker reads the same schema.
+    let mut admin_only = NodeSpec::new(dir.path(), "admin-only")
+        .env("REPRISE_ROLES", "admin")
+        .env(
+            "REPRISE_METADATA_CLIENT__ADDRESSES",
+            &format!("[\"{entry}\"]"),
+        )
+        .spawn()?;
+    let other_admin = format!(
+        "http://{}",
+        admin_only
+            .wait_ready()
+            .await?
+            .admin
+            .expect("the admin role runs")
+    );
+    let listed: Value = client
+        .get(format!("{other_admin}/services/Counter"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["name"], "Counter", "{listed}");
     // The worker knows the service (its partition runs on the first node: 503, not 404).
     eventually(
         "the worker sees the registration",

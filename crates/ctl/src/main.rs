@@ -304,6 +304,9 @@ impl Ctl {
                 "worker_state": node.worker_state().to_string(),
                 "metadata_server_state": node.metadata_server_state().to_string(),
                 "alive": status.is_some(),
+                "partitions": status.as_ref().map(|s| {
+                    s.partitions.iter().map(|p| format!("P{p}")).collect::<Vec<_>>()
+                }),
                 // Whom the node itself has heard from lately (its heartbeats).
                 "sees": status.map(|s| {
                     s.alive.iter().map(|id| format!("N{id}")).collect::<Vec<_>>()

@@ -352,6 +352,7 @@ struct Net {
     metadata: MetadataSlot,
     liveness: liveness::Liveness,
     provisioning: node_service::ProvisionSlot,
+    serving: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
     config_toml: String,
     default_num_partitions: u32,
     health: Health,
@@ -370,6 +371,7 @@ impl Net {
             metadata: MetadataSlot::default(),
             liveness: liveness::Liveness::default(),
             provisioning: node_service::ProvisionSlot::default(),
+            serving: Default::default(),
             config_toml: config.to_toml().unwrap_or_default(),
             default_num_partitions: config.default_num_partitions,
             health: health.clone(),
@@ -394,6 +396,7 @@ impl Net {
             health: self.health.clone(),
             liveness: self.liveness.clone(),
             provisioning: self.provisioning.clone(),
+            serving: self.serving.clone(),
             config_toml: self.config_toml.clone(),
             default_num_partitions: self.default_num_partitions,
             name: self.name.clone(),
@@ -652,7 +655,17 @@ async fn start_roles(
             });
         }
         let stop = CancellationToken::new();
-        let holds_partitions = worker.as_ref().is_some_and(|w| w.partition_count() > 0);
+        let serving: Vec<u32> = worker
+            .as_ref()
+            .map(|w| {
+                w.partition_ids()
+                    .into_iter()
+                    .map(|id| u32::from(id.as_u16()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let holds_partitions = !serving.is_empty();
+        *net.serving.lock().unwrap_or_else(|p| p.into_inner()) = serving;
         let heartbeats = tokio::spawn(net.liveness.clone().run(
             client.clone(),
             net.connections.clone(),

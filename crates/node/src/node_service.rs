@@ -62,6 +62,8 @@ pub(crate) struct NodeService {
     pub(crate) health: Health,
     pub(crate) liveness: Liveness,
     pub(crate) provisioning: ProvisionSlot,
+    /// The partitions this node runs, once its worker has started them.
+    pub(crate) serving: Arc<Mutex<Vec<u32>>>,
     pub(crate) config_toml: String,
     pub(crate) default_num_partitions: u32,
     pub(crate) name: String,
@@ -100,6 +102,11 @@ impl NodeRpc for NodeService {
             .to_owned(),
             address: self.address.clone(),
             alive: self.liveness.alive(),
+            partitions: self
+                .serving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }))
     }
 

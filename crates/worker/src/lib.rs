@@ -199,9 +199,9 @@ impl Worker {
         self.handle.clone()
     }
 
-    /// How many partitions run on this node.
-    pub fn partition_count(&self) -> usize {
-        self.partitions.len()
+    /// The partitions that run on this node.
+    pub fn partition_ids(&self) -> Vec<PartitionId> {
+        self.partitions.iter().map(|p| p.handle().id()).collect()
     }
 
     /// Waits until this node leads every partition (on a single node: after the elections
