@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -259,9 +261,15 @@ impl<C: GroupTypes> RaftNetwork<C> for RaftPeer<C> {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let bytes = self
-            .send(Kind::Append, rpc::encode_append_entries(&rpc), &option)
-            .await?;
+        let encoded = rpc::encode_append_entries(&rpc);
+        // Over the channel's bound: openraft sends fewer entries when told so.
+        if encoded.len() > MAX_MESSAGE_SIZE && rpc.entries.len() > 1 {
+            let fewer = u64::try_from(rpc.entries.len() / 2).unwrap_or(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
+        let bytes = self.send(Kind::Append, encoded, &option).await?;
         rpc::decode_append_entries_response(&bytes).map_err(network)
     }
 
