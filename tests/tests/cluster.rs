@@ -110,6 +110,16 @@ async fn nodes_list(address: &str) -> anyhow::Result<Vec<Value>> {
     Ok(output.json()?.as_array().cloned().unwrap_or_default())
 }
 
+/// Starts `spec` and checks that the node refuses to start, saying `why`.
+async fn refused_to_start(spec: &NodeSpec, why: &str) -> anyhow::Result<()> {
+    let mut node = spec.spawn()?;
+    let status = node.wait_exit(Duration::from_secs(60)).await?;
+    anyhow::ensure!(!status.success(), "it started: {status}");
+    let logs = node.logs();
+    anyhow::ensure!(logs.contains(why), "it did not say {why:?}:\n{logs}");
+    Ok(())
+}
+
 /// `(id, name, generation)` of every node, in id order.
 fn identities(nodes: &[Value]) -> Vec<(String, String, Option<u64>)> {
     nodes
@@ -631,11 +641,7 @@ async fn a_node_refuses_another_cluster_of_the_same_name() -> anyhow::Result<()>
     joined.wait_exit(Duration::from_secs(30)).await?;
 
     // Both clusters are `localcluster`; the fingerprint tells them apart.
-    let mut astray = worker(&b_address).spawn()?;
-    let status = astray.wait_exit(Duration::from_secs(60)).await?;
-    assert!(!status.success(), "{status}");
-    let logs = astray.logs();
-    assert!(logs.contains("belongs to another cluster"), "{logs}");
+    refused_to_start(&worker(&b_address), "belongs to another cluster").await?;
     let nodes = nodes_list(&b_address).await?;
     assert_eq!(
         identities(&nodes),
@@ -817,30 +823,20 @@ async fn force_node_id_picks_the_id_and_refuses_a_taken_one() -> anyhow::Result<
         ]
     );
 
-    let mut clash = joining("clash", "7").spawn()?;
-    let status = clash.wait_exit(Duration::from_secs(60)).await?;
-    assert!(!status.success(), "{status}");
-    assert!(
-        clash
-            .logs()
-            .contains("node id N7 is taken by node `seventh`"),
-        "{}",
-        clash.logs()
-    );
+    refused_to_start(
+        &joining("clash", "7"),
+        "node id N7 is taken by node `seventh`",
+    )
+    .await?;
 
     // Data of N1 under another forced id is refused before anything starts.
     first.signal(Signal::SIGTERM)?;
     first.wait_exit(Duration::from_secs(30)).await?;
-    let mut renamed = first_spec.env("REPRISE_FORCE_NODE_ID", "2").spawn()?;
-    let status = renamed.wait_exit(Duration::from_secs(30)).await?;
-    assert!(!status.success(), "{status}");
-    assert!(
-        renamed
-            .logs()
-            .contains("belongs to node N1, but `force-node-id` asks for N2"),
-        "{}",
-        renamed.logs()
-    );
+    refused_to_start(
+        &first_spec.env("REPRISE_FORCE_NODE_ID", "2"),
+        "belongs to node N1, but `force-node-id` asks for N2",
+    )
+    .await?;
     Ok(())
 }
 
@@ -860,16 +856,7 @@ async fn a_second_process_under_a_running_nodes_name_is_refused() -> anyhow::Res
     let mut running = twin("here").spawn()?;
     running.wait_ready().await?;
 
-    let mut second = twin("elsewhere").spawn()?;
-    let status = second.wait_exit(Duration::from_secs(60)).await?;
-    assert!(!status.success(), "{status}");
-    assert!(
-        second
-            .logs()
-            .contains("a node named `twin` is running as N2:1"),
-        "{}",
-        second.logs()
-    );
+    refused_to_start(&twin("elsewhere"), "a node named `twin` is running as N2:1").await?;
 
     // Once it is gone, the name can start elsewhere: the same node, one generation on.
     running.signal(Signal::SIGKILL)?;

@@ -303,12 +303,6 @@ impl NodesConfiguration {
         address: String,
         roles: RoleSet,
     ) -> Result<PlainNodeId, NodesConfigError> {
-        if let Some(existing) = self.find_by_name(name) {
-            return Err(NodesConfigError::NameTaken {
-                name: name.to_owned(),
-                id: existing.id,
-            });
-        }
         let id = match self.nodes.keys().next_back() {
             Some(last) => last.next().ok_or(NodesConfigError::IdsExhausted)?,
             None => PlainNodeId::MIN,
@@ -325,12 +319,6 @@ impl NodesConfiguration {
         address: String,
         roles: RoleSet,
     ) -> Result<PlainNodeId, NodesConfigError> {
-        if let Some(existing) = self.find_by_name(name) {
-            return Err(NodesConfigError::NameTaken {
-                name: name.to_owned(),
-                id: existing.id,
-            });
-        }
         match self.nodes.get(&id) {
             Some(NodeEntry::Tombstone) => return Err(NodesConfigError::Removed(id)),
             Some(NodeEntry::Node(node)) => {
@@ -351,6 +339,12 @@ impl NodesConfiguration {
         address: String,
         roles: RoleSet,
     ) -> Result<PlainNodeId, NodesConfigError> {
+        if let Some(existing) = self.find_by_name(name) {
+            return Err(NodesConfigError::NameTaken {
+                name: name.to_owned(),
+                id: existing.id,
+            });
+        }
         let worker_state = if roles.contains(Role::Worker) {
             WorkerState::Provisioning
         } else {
