@@ -786,6 +786,38 @@ async fn a_node_that_has_not_started_yet_is_listed_as_joining() -> anyhow::Resul
         ]
     );
     assert!(!node.logs().contains("panicked"), "{}", node.logs());
+    // Adding the node that never started to the metadata group gives up, and leaves nothing.
+    let added = ctl(&address, &["metadata-server", "add-node", "--node", "N2"]).await?;
+    assert_eq!(added.code, Some(3), "{added:?}");
+    assert!(added.stderr.contains("did not catch up"), "{added:?}");
+    eventually(
+        "the learner is taken out",
+        Duration::from_secs(15),
+        || async {
+            ctl(&address, &["--json", "metadata-server", "list-servers"])
+                .await
+                .and_then(|listed| listed.json())
+                .is_ok_and(|servers| servers["members"].as_array().map(Vec::len) == Some(1))
+        },
+    )
+    .await?;
+    // The group still has its quorum: it takes writes.
+    let file = dir.path().join("value");
+    std::fs::write(&file, b"v")?;
+    let put = ctl(
+        &address,
+        &[
+            "metadata",
+            "put",
+            "--key",
+            "after",
+            "--version",
+            "0",
+            &file.to_string_lossy(),
+        ],
+    )
+    .await?;
+    assert_eq!(put.code, Some(0), "{put:?}");
     // The last member of the metadata group cannot leave it.
     let last = ctl(
         &address,

@@ -22,6 +22,9 @@ use crate::client::{Local, Member, Members, precondition_from_proto};
 use crate::types::{Command, CommandResponse};
 use crate::{MAX_VALUE_SIZE, proto_members};
 
+/// How long a new member may take to catch up with the log before its addition is given up.
+const LEARNER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where the service finds the node's member once it runs. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct MetadataSlot {
@@ -138,8 +141,8 @@ impl Local {
             NetError::Unavailable(format!("adding N{id} to the metadata group: {err}"))
         };
         let members = self.members().members;
-        let known = members.iter().find(|m| m.id == id);
-        if let Some(member) = known
+        let known = members.iter().find(|m| m.id == id).cloned();
+        if let Some(member) = &known
             && member.address != address
         {
             // A member that came back at another address: the others must send there now.
@@ -151,19 +154,63 @@ impl Local {
                 .await
                 .map_err(|err| change(&err))?;
         }
+        if known.as_ref().is_some_and(|m| m.voter) {
+            return Ok(());
+        }
         if known.is_none() {
+            if !address.starts_with("http://") || address.parse::<http::Uri>().is_err() {
+                return Err(NetError::BadRequest(format!(
+                    "`{address}` is not a node address: use http://host:port"
+                )));
+            }
             self.raft
-                .add_learner(id, node, true)
+                .add_learner(id, node, false)
                 .await
                 .map_err(|err| change(&err))?;
         }
-        if !known.is_some_and(|m| m.voter) {
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(|err| change(&err))?;
+        // Only a learner that has the log may vote: a voter that cannot be reached would take
+        // the group's quorum with it.
+        if !self.caught_up(id).await {
+            let raft = self.raft.clone();
+            // In the background: the caller is owed an answer now.
+            tokio::spawn(async move {
+                let removed = raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await;
+                if let Err(err) = removed {
+                    tracing::warn!(%err, "taking out a learner that did not catch up");
+                }
+            });
+            return Err(NetError::Unavailable(format!(
+                "N{id} at {address} did not catch up with the metadata log within \
+                 {LEARNER_WAIT:?}; it was not added"
+            )));
         }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|err| change(&err))?;
         Ok(())
+    }
+
+    /// Waits (up to [`LEARNER_WAIT`]) until the leader has replicated its whole log to `id`.
+    async fn caught_up(&self, id: u64) -> bool {
+        let waited = self
+            .raft
+            .wait(Some(LEARNER_WAIT))
+            .metrics(
+                |m| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|log_id| log_id.index);
+                    matched.is_some() && matched >= m.last_log_index
+                },
+                "a learner that has the log",
+            )
+            .await;
+        waited.is_ok()
     }
 
     pub(crate) async fn remove_member(&self, id: u64) -> Result<(), NetError> {
