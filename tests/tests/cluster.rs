@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use reprise_e2e::{NodeSpec, ServerProcess, TestServices, ctl, eventually};
+use reprise_e2e::{CtlOutput, NodeSpec, ServerProcess, TestServices, ctl, eventually};
 
 const SERVICES_BIN: &str = env!("CARGO_BIN_EXE_reprise-test-services");
 use serde_json::Value;
@@ -110,6 +110,38 @@ async fn nodes_list(address: &str) -> anyhow::Result<Vec<Value>> {
     Ok(output.json()?.as_array().cloned().unwrap_or_default())
 }
 
+/// The voting members `metadata-server list-servers --json` names.
+fn voters(servers: &Value) -> Vec<&str> {
+    servers["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["voter"] == true)
+                .filter_map(|m| m["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `reprisectl metadata put` of a small value under `key`, which must not exist yet.
+async fn put_new(address: &str, dir: &std::path::Path, key: &str) -> anyhow::Result<CtlOutput> {
+    let file = dir.join(format!("value-{key}"));
+    std::fs::write(&file, b"v")?;
+    ctl(
+        address,
+        &[
+            "metadata",
+            "put",
+            "--key",
+            key,
+            "--version",
+            "0",
+            &file.to_string_lossy(),
+        ],
+    )
+    .await
+}
+
 /// Starts `spec` and checks that the node refuses to start, saying `why`.
 async fn refused_to_start(spec: &NodeSpec, why: &str) -> anyhow::Result<()> {
     let mut node = spec.spawn()?;
@@ -192,15 +224,7 @@ async fn form_and_restart(layout: Layout) -> anyhow::Result<()> {
     )
     .await?
     .json()?;
-    let voters: Vec<&str> = servers["members"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter(|m| m["voter"] == true)
-                .filter_map(|m| m["id"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let voters = voters(&servers);
     assert_eq!(voters, ["N1", "N2", "N3"], "{servers}");
 
     cluster.restart_all(Signal::SIGTERM).await?;
@@ -234,21 +258,13 @@ async fn form_and_restart(layout: Layout) -> anyhow::Result<()> {
 async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() -> anyhow::Result<()>
 {
     let mut cluster = Cluster::start(Layout::Ips("127.0.2")).await?;
-    let file = cluster._dir.path().join("value");
-    std::fs::write(&file, b"v")?;
-    let file = file.to_string_lossy().into_owned();
+    let dir = cluster._dir.path().to_owned();
 
     // Three compare-and-sets of one version at once, one through each node: one wins.
     let puts = (0..3).map(|i| {
         let address = cluster.address(i);
-        let file = file.clone();
-        async move {
-            ctl(
-                &address,
-                &["metadata", "put", "--key", "cas", "--version", "0", &file],
-            )
-            .await
-        }
+        let dir = dir.clone();
+        async move { put_new(&address, &dir, "cas").await }
     });
     let outcomes = futures::future::try_join_all(puts).await?;
     let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.code).collect();
@@ -283,11 +299,7 @@ async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() 
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let through = cluster.address(survivors[0]);
     let started = Instant::now();
-    let put = ctl(
-        &through,
-        &["metadata", "put", "--key", "after", "--version", "0", &file],
-    )
-    .await?;
+    let put = put_new(&through, &dir, "after").await?;
     assert_eq!(put.code, Some(0), "{put:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -328,11 +340,7 @@ async fn metadata_writes_outlive_the_leader_and_fail_clearly_without_a_quorum() 
         .wait_exit(Duration::from_secs(10))
         .await?;
     let started = Instant::now();
-    let put = ctl(
-        &through,
-        &["metadata", "put", "--key", "lost", "--version", "0", &file],
-    )
-    .await?;
+    let put = put_new(&through, &dir, "lost").await?;
     assert_eq!(put.code, Some(3), "{put:?}");
     assert!(put.stderr.contains("unavailable"), "{put:?}");
     assert!(
@@ -483,15 +491,7 @@ async fn a_new_node_on_a_removed_nodes_address_refuses_its_traffic_and_the_clust
     let servers = ctl(&entry, &["--json", "metadata-server", "list-servers"])
         .await?
         .json()?;
-    let voters: Vec<&str> = servers["members"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter(|m| m["voter"] == true)
-                .filter_map(|m| m["id"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let voters = voters(&servers);
     assert_eq!(voters, ["N1", "N2", "N4"], "{servers}");
     cluster.nodes.push(process);
     for node in &cluster.nodes {
@@ -591,21 +591,7 @@ async fn a_member_that_comes_back_at_another_address_keeps_its_vote() -> anyhow:
     // be reached at its new address.
     second.signal(Signal::SIGKILL)?;
     second.wait_exit(Duration::from_secs(10)).await?;
-    let file = dir.path().join("value");
-    std::fs::write(&file, b"v")?;
-    let put = ctl(
-        &entry,
-        &[
-            "metadata",
-            "put",
-            "--key",
-            "moved",
-            "--version",
-            "0",
-            &file.to_string_lossy(),
-        ],
-    )
-    .await?;
+    let put = put_new(&entry, dir.path(), "moved").await?;
     assert_eq!(put.code, Some(0), "{put:?}");
     let servers = ctl(&entry, &["--json", "metadata-server", "list-servers"])
         .await?
@@ -802,21 +788,7 @@ async fn a_node_that_has_not_started_yet_is_listed_as_joining() -> anyhow::Resul
     )
     .await?;
     // The group still has its quorum: it takes writes.
-    let file = dir.path().join("value");
-    std::fs::write(&file, b"v")?;
-    let put = ctl(
-        &address,
-        &[
-            "metadata",
-            "put",
-            "--key",
-            "after",
-            "--version",
-            "0",
-            &file.to_string_lossy(),
-        ],
-    )
-    .await?;
+    let put = put_new(&address, dir.path(), "after").await?;
     assert_eq!(put.code, Some(0), "{put:?}");
     // The last member of the metadata group cannot leave it.
     let last = ctl(

@@ -13,7 +13,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use reprise_metadata_server::{MetadataClient, MetadataError, Precondition};
-use reprise_net::proto::{ConfigRequest, NodeRef, ProvisionRequest, StatusRequest, StatusResponse};
+use reprise_net::proto::{ConfigRequest, NodeRef, ProvisionRequest, StatusResponse};
 use reprise_net::{ConnectionOptions, Connections, NetError, NetIdentity};
 use reprise_node::ClusterError;
 use reprise_node::cluster;
@@ -272,23 +272,13 @@ impl Ctl {
 
     /// The node's status, when it answers in time and as itself.
     async fn status_of(&self, node: &NodeConfig) -> Option<StatusResponse> {
-        let mut client = self.connections.node(&node.address).ok()?;
-        let header = self.connections.identity().header(NodeRef {
-            id: node.id().as_u32(),
-            generation: 0,
-        });
-        let call = client.status(StatusRequest {
-            header: Some(header),
-        });
-        let answer = tokio::time::timeout(STATUS_TIMEOUT, call)
-            .await
-            .ok()?
-            .ok()?;
-        let answer = answer.into_inner();
-        answer
-            .node
-            .is_some_and(|n| n.id == node.id().as_u32())
-            .then_some(answer)
+        reprise_node::status_of(
+            &self.connections,
+            &node.address,
+            node.id().as_u32(),
+            STATUS_TIMEOUT,
+        )
+        .await
     }
 
     async fn node_rows(&self, nodes: &NodesConfiguration) -> Vec<Value> {

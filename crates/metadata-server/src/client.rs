@@ -291,13 +291,8 @@ impl Remote {
         };
         let mut next = 0usize;
         loop {
-            let address = match self.hinted() {
-                Some(address) => address,
-                None if self.addresses.is_empty() => return std::future::pending().await,
-                None => {
-                    next += 1;
-                    self.addresses[(next - 1) % self.addresses.len()].clone()
-                }
+            let Some(address) = self.next_address(&mut next) else {
+                return std::future::pending().await;
             };
             let request = proto::WatchRequest {
                 header: Some(connections.identity().header(NodeRef::default())),
@@ -326,7 +321,7 @@ impl Remote {
                 },
                 Err(err) => debug!(address, key, %err, "watching a metadata key"),
             }
-            *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.forget_leader();
             tokio::time::sleep(WATCH_RETRY).await;
         }
     }
@@ -350,6 +345,24 @@ impl Remote {
             .clone()
     }
 
+    fn forget_leader(&self) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Where to send next: the leader when one is known, else the configured addresses in
+    /// turn (`turn` counts the turns taken); `None` when there is nowhere to send.
+    fn next_address(&self, turn: &mut usize) -> Option<String> {
+        if let Some(address) = self.hinted() {
+            return Some(address);
+        }
+        let address = self
+            .addresses
+            .get(*turn % self.addresses.len().max(1))?
+            .clone();
+        *turn += 1;
+        Some(address)
+    }
+
     /// Sends a call to the leader if one is known, else to each address in turn, following the
     /// leader hints the answers carry, until one serves it or `LEADER_WAIT` has passed.
     async fn call<T, F, Fut>(&self, send: F) -> Result<T, NetError>
@@ -371,14 +384,8 @@ impl Remote {
             "no metadata address is configured (`metadata-client.addresses`)".into(),
         );
         loop {
-            let address = match self.hinted() {
-                Some(address) => address,
-                None if self.addresses.is_empty() => return Err(last),
-                None => {
-                    let address = self.addresses[next % self.addresses.len()].clone();
-                    next += 1;
-                    address
-                }
+            let Some(address) = self.next_address(&mut next) else {
+                return Err(last);
             };
             let result = match connections.metadata(&address) {
                 Ok(client) => send(client, connections.identity().header(NodeRef::default()))
@@ -404,7 +411,7 @@ impl Remote {
                     | NetError::Unreachable(_)),
                 ) => {
                     debug!(%err, address, "metadata call goes elsewhere");
-                    *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.forget_leader();
                     last = err;
                 }
                 Err(err) => return Err(err),

@@ -22,6 +22,15 @@ fn options(dir: &std::path::Path) -> MetadataServerOptions {
     }
 }
 
+/// Waits (up to 20 s) until `path` exists, failing with `otherwise`.
+async fn wait_for_file(path: &std::path::Path, otherwise: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn started(dir: &std::path::Path) -> MetadataServer {
     let server = MetadataServer::start(options(dir)).await.expect("start");
     server.provision_single_member().await.expect("provision");
@@ -188,14 +197,7 @@ async fn a_snapshot_is_kept_as_a_file_and_a_restart_after_the_purge_restores_eve
                 .await
                 .expect("write");
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !snapshot.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no snapshot file after 1 100 writes"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_file(&snapshot, "no snapshot file after 1 100 writes").await;
         server.shutdown().await.expect("shutdown");
     }
     let server = started(tmp.path()).await;
@@ -238,14 +240,7 @@ async fn a_log_of_large_values_is_snapshotted_by_size_long_before_its_entry_coun
                 .await
                 .expect("write");
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !snapshot.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no snapshot after 384 KiB of writes"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_file(&snapshot, "no snapshot after 384 KiB of writes").await;
         server.shutdown().await.expect("shutdown");
     }
     let server = started(tmp.path()).await;

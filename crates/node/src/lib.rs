@@ -36,6 +36,7 @@ pub use data_dir::{DataDir, DataDirError};
 pub use health::{Health, NodeStatus};
 pub use identity::{IdentityError, NodeIdentity};
 pub use listeners::{BindError, BoundAddresses, ListenerKind};
+pub use liveness::status_of;
 pub use local_store::{LocalStore, StoreError};
 
 use identity::Start;

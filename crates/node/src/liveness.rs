@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reprise_metadata_server::MetadataClient;
 use reprise_net::Connections;
-use reprise_net::proto::{NodeRef, StatusRequest};
+use reprise_net::proto::{NodeRef, StatusRequest, StatusResponse};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -26,21 +26,34 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// How often the node table is read again (for nodes that joined or moved).
 const TABLE_REFRESH: Duration = Duration::from_secs(5);
 
-/// Asks the node at `address` for its status as node `id`; the generation it answers with
-/// when it answers in time and as that node.
-pub(crate) async fn answers_as(connections: &Connections, address: &str, id: u32) -> Option<u32> {
+/// Asks the node at `address` for its status as node `id`: its answer when it answers within
+/// `within` and as that node. Heartbeats, the name check of a start and `reprisectl` use it.
+pub async fn status_of(
+    connections: &Connections,
+    address: &str,
+    id: u32,
+    within: Duration,
+) -> Option<StatusResponse> {
     let mut client = connections.node(address).ok()?;
     let request = StatusRequest {
         header: Some(connections.identity().header(NodeRef { id, generation: 0 })),
     };
-    let answer = tokio::time::timeout(HEARTBEAT, client.status(request))
+    let answer = tokio::time::timeout(within, client.status(request))
         .await
         .ok()?
-        .ok()?;
+        .ok()?
+        .into_inner();
     answer
-        .get_ref()
         .node
-        .filter(|node| node.id == id)
+        .is_some_and(|node| node.id == id)
+        .then_some(answer)
+}
+
+/// The generation node `id` at `address` answers with, when it answers in a heartbeat's time.
+pub(crate) async fn answers_as(connections: &Connections, address: &str, id: u32) -> Option<u32> {
+    status_of(connections, address, id, HEARTBEAT)
+        .await
+        .and_then(|answer| answer.node)
         .map(|node| node.generation)
 }
 
